@@ -1,0 +1,13 @@
+# The layercache worker image. The CPU onnxruntime ships inside the npm
+# package; .npmrc keeps its install step from downloading GPU files.
+FROM node:20-bookworm-slim
+WORKDIR /app
+ENV NODE_ENV=production ONNXRUNTIME_NODE_INSTALL=skip
+COPY package.json package-lock.json .npmrc ./
+RUN npm ci --omit=dev && npm cache clean --force
+COPY bin ./bin
+COPY src ./src
+COPY tsconfig.json ./
+USER node
+ENTRYPOINT ["node", "bin/layercache.js"]
+CMD ["worker"]

@@ -1,0 +1,185 @@
+/**
+ * Every setting layercache reads, in one table: its environment variable, its
+ * command-line flag (derived from the key), its default and what it means.
+ * `npm run docs:config` renders this table into the README.
+ */
+import { hostname } from "node:os";
+import { z } from "zod";
+
+export interface FieldSpec<S extends z.ZodType = z.ZodType> {
+  env: string;
+  doc: string;
+  /** Parses the raw string (from env or flag) or the default. */
+  schema: S;
+  /** Default as the user would write it; undefined means "computed", see `doc`. */
+  default?: string;
+  /** Never log or print the value. */
+  secret?: boolean;
+}
+
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+const ratio = (min: number, max: number) => z.coerce.number().min(min).max(max);
+const bool = z
+  .enum(["true", "false", "1", "0", "yes", "no", "on", "off"], {
+    error: "expected true or false",
+  })
+  .transform((v) => ["true", "1", "yes", "on"].includes(v));
+const list = z
+  .string()
+  .transform((s) => s.split(",").map((p) => p.trim()))
+  .pipe(z.array(z.string().min(1, "empty entry in list")).min(1));
+const topic = z
+  .string()
+  .regex(/^[A-Za-z0-9._-]{1,249}$/, "Kafka topic names use letters, digits, '.', '_' and '-'");
+
+export const FIELDS = {
+  kafkaBrokers: {
+    env: "KAFKA_BROKERS",
+    doc: "Comma-separated Kafka bootstrap servers (host:port).",
+    schema: list.pipe(z.array(z.string().regex(/^[^:\s]+:\d{1,5}$/, "expected host:port"))),
+    default: "127.0.0.1:9092",
+  },
+  kafkaClientId: {
+    env: "LAYERCACHE_KAFKA_CLIENT_ID",
+    doc: "Kafka client id prefix; the worker id is appended.",
+    schema: z.string().min(1),
+    default: "layercache",
+  },
+  groupId: {
+    env: "LAYERCACHE_GROUP_ID",
+    doc: "Consumer group shared by all worker replicas.",
+    schema: z.string().min(1),
+    default: "layercache-workers",
+  },
+  framesTopic: {
+    env: "LAYERCACHE_FRAMES_TOPIC",
+    doc: "Input topic of Avro `Frame` records.",
+    schema: topic,
+    default: "layercache.frames",
+  },
+  predictionsTopic: {
+    env: "LAYERCACHE_PREDICTIONS_TOPIC",
+    doc: "Output topic of Avro `Prediction` records.",
+    schema: topic,
+    default: "layercache.predictions",
+  },
+  deadLetterTopic: {
+    env: "LAYERCACHE_DEAD_LETTER_TOPIC",
+    doc: "Where undecodable or invalid frames go, with the reason in headers.",
+    schema: topic,
+    default: "layercache.frames.dlq",
+  },
+  sessionTimeoutMs: {
+    env: "LAYERCACHE_SESSION_TIMEOUT_MS",
+    doc: "Consumer group session timeout.",
+    schema: int(6_000, 300_000),
+    default: "30000",
+  },
+  heartbeatIntervalMs: {
+    env: "LAYERCACHE_HEARTBEAT_INTERVAL_MS",
+    doc: "Consumer heartbeat interval; must be at most a third of the session timeout.",
+    schema: int(100, 100_000),
+    default: "3000",
+  },
+  batchMaxFrames: {
+    env: "LAYERCACHE_BATCH_MAX_FRAMES",
+    doc: "Largest micro-batch of frames run through the model at once.",
+    schema: int(1, 1024),
+    default: "32",
+  },
+  batchLingerMs: {
+    env: "LAYERCACHE_BATCH_LINGER_MS",
+    doc: "How long a partial micro-batch waits for more frames.",
+    schema: int(0, 10_000),
+    default: "5",
+  },
+  maxMessageBytes: {
+    env: "LAYERCACHE_MAX_MESSAGE_BYTES",
+    doc: "Frames larger than this go to the dead-letter topic unread.",
+    schema: int(1_024, 64 * 1024 * 1024),
+    default: "4194304",
+  },
+  redisUrl: {
+    env: "REDIS_URL",
+    doc: "Redis holding the shared cache state (redis:// or rediss:// for TLS; credentials allowed).",
+    schema: z.url({ protocol: /^rediss?$/, error: "expected redis://host:port or rediss://" }),
+    default: "redis://127.0.0.1:6379",
+    secret: true,
+  },
+  redisKeyPrefix: {
+    env: "LAYERCACHE_REDIS_PREFIX",
+    doc: "Prefix of every Redis key layercache writes.",
+    schema: z.string().regex(/^[A-Za-z0-9._:-]{1,64}$/, "letters, digits and . _ : - only"),
+    default: "layercache",
+  },
+  modelDir: {
+    env: "LAYERCACHE_MODEL_DIR",
+    doc: "Folder with the backbone's manifest.json and ONNX segments.",
+    schema: z.string().min(1),
+    default: "models/fashion-resnet18",
+  },
+  intraOpThreads: {
+    env: "LAYERCACHE_INTRA_OP_THREADS",
+    doc: "onnxruntime intra-op threads per session.",
+    schema: int(1, 64),
+    default: "1",
+  },
+  cacheEnabled: {
+    env: "LAYERCACHE_CACHE",
+    doc: "Whether exit heads may answer; false runs the whole backbone for every frame.",
+    schema: bool,
+    default: "true",
+  },
+  targetAgreement: {
+    env: "LAYERCACHE_TARGET_AGREEMENT",
+    doc: "Share of early answers that must equal the backbone's, proven at the confidence level.",
+    schema: ratio(0.5, 0.9999),
+    default: "0.99",
+  },
+  confidenceLevel: {
+    env: "LAYERCACHE_CONFIDENCE_LEVEL",
+    doc: "Confidence of the one-sided lower bound used to open exits.",
+    schema: ratio(0.5, 0.9999),
+    default: "0.95",
+  },
+  auditRate: {
+    env: "LAYERCACHE_AUDIT_RATE",
+    doc: "Share of early-exited frames also run through the whole backbone (shadow audit).",
+    schema: ratio(0, 1),
+    default: "0.02",
+  },
+  metricsPort: {
+    env: "LAYERCACHE_METRICS_PORT",
+    doc: "Port of the Prometheus /metrics endpoint; 0 turns it off.",
+    schema: int(0, 65_535),
+    default: "9464",
+  },
+  workerId: {
+    env: "LAYERCACHE_WORKER_ID",
+    doc: "Name of this replica in logs, metrics and predictions (default: host name and pid).",
+    schema: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, "letters, digits and . _ - only"),
+  },
+  logLevel: {
+    env: "LOG_LEVEL",
+    doc: "pino log level.",
+    schema: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
+    default: "info",
+  },
+} satisfies Record<string, FieldSpec>;
+
+export type FieldKey = keyof typeof FIELDS;
+export type Config = { [K in FieldKey]: z.output<(typeof FIELDS)[K]["schema"]> };
+
+/** Defaults that depend on the running process. */
+export function computedDefault(key: FieldKey): string | undefined {
+  if (key === "workerId")
+    return `${hostname()
+      .replace(/[^A-Za-z0-9._-]/g, "-")
+      .slice(0, 48)}-${process.pid}`;
+  return undefined;
+}
+
+/** `kafkaBrokers` -> `--kafka-brokers`. */
+export function flagName(key: string): string {
+  return "--" + key.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase());
+}

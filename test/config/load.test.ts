@@ -1,0 +1,81 @@
+import { describe, expect, it } from "vitest";
+import { FIELDS, loadConfig, redactConfig } from "../../src/config/index.ts";
+import { LayercacheError } from "../../src/errors/index.ts";
+
+function problem(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(LayercacheError);
+    expect((err as LayercacheError).code).toBe("CONFIG_INVALID");
+    return (err as Error).message;
+  }
+  throw new Error("expected the config to be rejected");
+}
+
+describe("loadConfig", () => {
+  it("gives every field its documented default", () => {
+    const c = loadConfig({});
+    expect(c.kafkaBrokers).toEqual(["127.0.0.1:9092"]);
+    expect(c.targetAgreement).toBe(0.99);
+    expect(c.confidenceLevel).toBe(0.95);
+    expect(c.auditRate).toBe(0.02);
+    expect(c.cacheEnabled).toBe(true);
+    expect(c.workerId).toMatch(/-\d+$/);
+  });
+
+  it("takes flags over environment over defaults", () => {
+    const env = { LAYERCACHE_BATCH_MAX_FRAMES: "16", KAFKA_BROKERS: "a:1, b:2" };
+    expect(loadConfig(env).batchMaxFrames).toBe(16);
+    expect(loadConfig(env).kafkaBrokers).toEqual(["a:1", "b:2"]);
+    expect(loadConfig(env, { batchMaxFrames: "8" }).batchMaxFrames).toBe(8);
+  });
+
+  it("names the field, its source and the value when one is bad", () => {
+    expect(problem(() => loadConfig({ LAYERCACHE_AUDIT_RATE: "1.5" }))).toMatch(
+      /LAYERCACHE_AUDIT_RATE: .*<=1 \(got "1.5"\)/,
+    );
+    expect(problem(() => loadConfig({}, { cacheEnabled: "maybe" }))).toMatch(
+      /--cache-enabled: expected true/,
+    );
+    expect(problem(() => loadConfig({ KAFKA_BROKERS: "nohost" }))).toMatch(
+      /KAFKA_BROKERS: expected host:port/,
+    );
+  });
+
+  it("reports every bad field at once", () => {
+    const msg = problem(() => loadConfig({ LAYERCACHE_AUDIT_RATE: "x", LAYERCACHE_BATCH_MAX_FRAMES: "0" }));
+    expect(msg).toContain("LAYERCACHE_AUDIT_RATE");
+    expect(msg).toContain("LAYERCACHE_BATCH_MAX_FRAMES");
+  });
+
+  it("rejects unknown LAYERCACHE_ variables, which are usually typos", () => {
+    expect(problem(() => loadConfig({ LAYERCACHE_TARGET_AGREMENT: "0.9" }))).toContain(
+      "LAYERCACHE_TARGET_AGREMENT: unknown setting",
+    );
+  });
+
+  it("checks fields against each other", () => {
+    expect(
+      problem(() =>
+        loadConfig({ LAYERCACHE_SESSION_TIMEOUT_MS: "9000", LAYERCACHE_HEARTBEAT_INTERVAL_MS: "4000" }),
+      ),
+    ).toMatch(/HEARTBEAT_INTERVAL_MS \(4000\) must be at most a third/);
+    expect(problem(() => loadConfig({ LAYERCACHE_DEAD_LETTER_TOPIC: "layercache.frames" }))).toMatch(
+      /must differ/,
+    );
+  });
+
+  it("keeps secrets out of the printable config and out of error messages", () => {
+    const c = loadConfig({ REDIS_URL: "redis://user:s3cret@cache:6379" });
+    expect(JSON.stringify(redactConfig(c))).not.toContain("s3cret");
+    expect(problem(() => loadConfig({ REDIS_URL: "http://user:s3cret@x" }))).not.toContain("s3cret");
+  });
+
+  it("documents every field", () => {
+    for (const spec of Object.values(FIELDS)) {
+      expect(spec.doc.length).toBeGreaterThan(10);
+      expect(spec.env).toMatch(/^[A-Z][A-Z0-9_]+$/);
+    }
+  });
+});
