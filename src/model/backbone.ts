@@ -1,0 +1,180 @@
+/**
+ * Runs a segmented backbone with onnxruntime: one session per segment (and
+ * one for the whole network, the cache-off baseline), any prefix or suffix of
+ * segments on a batch, returning the logits and the exit features.
+ *
+ * onnxruntime-node's `run()` executes on the calling thread; callers that must
+ * stay responsive (the Kafka worker) run this class inside a worker thread.
+ */
+import { join } from "node:path";
+import ort from "onnxruntime-node";
+import { LayercacheError } from "../errors/index.ts";
+import type { Manifest, SegmentSpec } from "./manifest.ts";
+import { ACTIVATION, LOGITS, elements, loadManifest } from "./manifest.ts";
+
+export interface RuntimeOptions {
+  /** Threads onnxruntime may use inside one operator. */
+  intraOpThreads: number;
+  /** Also load the whole network as one session (for the cache-off path). Default true. */
+  loadFull?: boolean;
+}
+
+export interface SegmentResult {
+  /** Input of the next segment (absent after the last one). */
+  activation?: Float32Array;
+  /** Pooled features for the exit after this segment, if there is one. */
+  features?: Float32Array;
+  /** Class logits, after the last segment only. */
+  logits?: Float32Array;
+}
+
+export class SegmentedBackbone {
+  readonly manifest: Manifest;
+  readonly dir: string;
+  private readonly sessions: ort.InferenceSession[];
+  private readonly full: ort.InferenceSession | undefined;
+  /** exitAfter[s] = exit index after segment s, or -1. */
+  private readonly exitAfter: number[];
+
+  private constructor(
+    dir: string,
+    manifest: Manifest,
+    sessions: ort.InferenceSession[],
+    full: ort.InferenceSession | undefined,
+  ) {
+    this.dir = dir;
+    this.manifest = manifest;
+    this.sessions = sessions;
+    this.full = full;
+    this.exitAfter = manifest.segments.map((s) => manifest.exits.findIndex((e) => e.afterSegment === s.index));
+  }
+
+  static async load(dir: string, options: RuntimeOptions): Promise<SegmentedBackbone> {
+    const manifest = loadManifest(dir);
+    const sessionOptions: ort.InferenceSession.SessionOptions = {
+      intraOpNumThreads: options.intraOpThreads,
+      interOpNumThreads: 1,
+      executionMode: "sequential",
+      graphOptimizationLevel: "all",
+    };
+    const open = async (file: string, spec: Pick<SegmentSpec, "input" | "outputs">) => {
+      let session: ort.InferenceSession;
+      try {
+        session = await ort.InferenceSession.create(join(dir, file), sessionOptions);
+      } catch (err) {
+        throw new LayercacheError("MODEL_RUNTIME", `${file}: onnxruntime could not load it`, { cause: err });
+      }
+      checkSession(file, session, spec);
+      return session;
+    };
+    const sessions = [];
+    for (const s of manifest.segments) sessions.push(await open(s.file, s));
+    const full = options.loadFull === false ? undefined : await open(manifest.full.file, manifest.full);
+    return new SegmentedBackbone(dir, manifest, sessions, full);
+  }
+
+  get segmentCount(): number {
+    return this.sessions.length;
+  }
+
+  get exitCount(): number {
+    return this.manifest.exits.length;
+  }
+
+  /** The exit index right after segment `segment`, or -1. */
+  exitAfterSegment(segment: number): number {
+    return this.exitAfter[segment] ?? -1;
+  }
+
+  /** Runs one segment on `n` frames; `input` holds n x (segment input shape) floats. */
+  async runSegment(segment: number, input: Float32Array, n: number): Promise<SegmentResult> {
+    const spec = this.manifest.segments[segment];
+    const session = this.sessions[segment];
+    if (!spec || !session) throw new LayercacheError("INTERNAL", `no segment ${segment}`);
+    const outputs = await run(session, spec.input.name, spec.input.shape, input, n);
+    const exit = this.manifest.exits[this.exitAfterSegment(segment)];
+    return {
+      activation: outputs[ACTIVATION],
+      logits: outputs[LOGITS],
+      features: exit ? outputs[exit.feature] : undefined,
+    };
+  }
+
+  /**
+   * Runs segments [from, to) in a row. Returns the last segment's result and
+   * the features of every exit passed on the way (by exit index).
+   */
+  async runSegments(
+    from: number,
+    to: number,
+    input: Float32Array,
+    n: number,
+  ): Promise<{ result: SegmentResult; features: Map<number, Float32Array> }> {
+    const features = new Map<number, Float32Array>();
+    let x = input;
+    let result: SegmentResult = {};
+    for (let s = from; s < to; s++) {
+      result = await this.runSegment(s, x, n);
+      const exit = this.exitAfterSegment(s);
+      if (exit >= 0 && result.features) features.set(exit, result.features);
+      if (result.activation) x = result.activation;
+    }
+    return { result, features };
+  }
+
+  /** The whole network in one session: the cache-off baseline. */
+  async runFull(input: Float32Array, n: number): Promise<Float32Array> {
+    if (!this.full) throw new LayercacheError("INTERNAL", "full model not loaded (loadFull: false)");
+    const spec = this.manifest.full;
+    const out = await run(this.full, spec.input.name, spec.input.shape, input, n);
+    return out[spec.outputs[0]!.name]!;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.sessions, ...(this.full ? [this.full] : [])].map((s) => s.release()));
+  }
+}
+
+async function run(
+  session: ort.InferenceSession,
+  inputName: string,
+  shape: readonly number[],
+  input: Float32Array,
+  n: number,
+): Promise<Record<string, Float32Array>> {
+  if (input.length !== n * elements(shape)) {
+    throw new LayercacheError("INTERNAL", `input has ${input.length} floats, expected ${n} x [${shape}]`);
+  }
+  const feeds = { [inputName]: new ort.Tensor("float32", input, [n, ...shape]) };
+  let out: ort.InferenceSession.OnnxValueMapType;
+  try {
+    out = await session.run(feeds);
+  } catch (err) {
+    throw new LayercacheError("MODEL_RUNTIME", `onnxruntime run failed`, { cause: err, retriable: false });
+  }
+  const result: Record<string, Float32Array> = {};
+  for (const [name, value] of Object.entries(out)) result[name] = value.data as Float32Array;
+  return result;
+}
+
+/** The session's declared inputs and outputs must be the manifest's (batch axis free). */
+function checkSession(
+  file: string,
+  session: ort.InferenceSession,
+  spec: Pick<SegmentSpec, "input" | "outputs">,
+): void {
+  const fail = (why: string) => new LayercacheError("MANIFEST_INVALID", `${file}: ${why}`);
+  if (session.inputNames.length !== 1 || session.inputNames[0] !== spec.input.name) {
+    throw fail(`inputs are [${session.inputNames}], manifest says '${spec.input.name}'`);
+  }
+  const missing = spec.outputs.map((o) => o.name).filter((n) => !session.outputNames.includes(n));
+  if (missing.length > 0) throw fail(`outputs [${session.outputNames}] lack [${missing}]`);
+  const meta = session.inputMetadata[0];
+  if (meta && meta.isTensor) {
+    const dims = meta.shape.slice(1);
+    const clash = dims.some((d, i) => typeof d === "number" && d !== spec.input.shape[i]);
+    if (clash || dims.length !== spec.input.shape.length) {
+      throw fail(`input shape [${meta.shape}] does not match the manifest's [batch,${spec.input.shape}]`);
+    }
+  }
+}

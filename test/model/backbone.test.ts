@@ -1,0 +1,61 @@
+/**
+ * The segmented backbone against its own reference: the whole network as one
+ * ONNX file, on real Fashion-MNIST test images.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { SegmentedBackbone } from "../../src/model/backbone.ts";
+import { Preprocessor } from "../../src/model/preprocess.ts";
+import { MODEL_DIR, argmax, testSplit } from "../helpers/model.ts";
+
+describe("SegmentedBackbone", () => {
+  let model: SegmentedBackbone;
+  let pre: Preprocessor;
+
+  beforeAll(async () => {
+    model = await SegmentedBackbone.load(MODEL_DIR, { intraOpThreads: 2 });
+    pre = new Preprocessor(model.manifest.input);
+  });
+  afterAll(async () => model?.close());
+
+  it("chains all segments to the full model's logits within 1e-4 on 256 test images", async () => {
+    const data = await testSplit();
+    const n = 256;
+    const x = pre.normalise(data.images.subarray(0, n * pre.frameSize), n);
+    const { result, features } = await model.runSegments(0, model.segmentCount, x, n);
+    const full = await model.runFull(x, n);
+    expect(result.logits).toHaveLength(n * model.manifest.classes.length);
+    let worst = 0;
+    for (let i = 0; i < full.length; i++) worst = Math.max(worst, Math.abs(full[i]! - result.logits![i]!));
+    expect(worst).toBeLessThan(1e-4);
+    // Every exit point on the way handed out its pooled features.
+    expect([...features.keys()]).toEqual(model.manifest.exits.map((e) => e.index));
+    for (const e of model.manifest.exits) expect(features.get(e.index)).toHaveLength(n * e.size);
+  });
+
+  it("runs a prefix and the matching suffix to the same logits as the whole chain", async () => {
+    const data = await testSplit();
+    const n = 8;
+    const x = pre.normalise(data.images.subarray(0, n * pre.frameSize), n);
+    const whole = await model.runSegments(0, model.segmentCount, x, n);
+    const prefix = await model.runSegments(0, 3, x, n);
+    const suffix = await model.runSegments(3, model.segmentCount, prefix.result.activation!, n);
+    expect(Array.from(suffix.result.logits!)).toEqual(Array.from(whole.result.logits!));
+  });
+
+  it("reproduces the manifest's test accuracy over all 10,000 test images", async () => {
+    const data = await testSplit();
+    const batch = 500;
+    const classes = model.manifest.classes.length;
+    let correct = 0;
+    for (let start = 0; start < data.count; start += batch) {
+      const n = Math.min(batch, data.count - start);
+      const x = pre.normalise(data.images.subarray(start * pre.frameSize, (start + n) * pre.frameSize), n);
+      const logits = await model.runFull(x, n);
+      for (let i = 0; i < n; i++) if (argmax(logits, i * classes, classes) === data.labels[start + i]) correct++;
+    }
+    expect(data.count).toBe(10_000);
+    // The manifest figure comes from PyTorch; onnxruntime sums in another order,
+    // so a frame whose top two logits tie within float error may flip: allow 2.
+    expect(Math.abs(correct - Math.round(model.manifest.testAccuracy * data.count))).toBeLessThanOrEqual(2);
+  }, 300_000);
+});
