@@ -46,7 +46,9 @@ export class SegmentedBackbone {
     this.manifest = manifest;
     this.sessions = sessions;
     this.full = full;
-    this.exitAfter = manifest.segments.map((s) => manifest.exits.findIndex((e) => e.afterSegment === s.index));
+    this.exitAfter = manifest.segments.map((s) =>
+      manifest.exits.findIndex((e) => e.afterSegment === s.index),
+    );
   }
 
   static async load(dir: string, options: RuntimeOptions): Promise<SegmentedBackbone> {

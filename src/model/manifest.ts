@@ -137,9 +137,13 @@ function checkExits(m: Manifest, where: string): void {
       throw invalid(where, `exit ${i} is after segment ${e.afterSegment}, which is not a segment boundary`);
     }
     const feat = seg.outputs.find((o) => o.name === e.feature);
-    if (!feat) throw invalid(where, `exit ${i} reads '${e.feature}', which segment ${seg.index} does not output`);
+    if (!feat)
+      throw invalid(where, `exit ${i} reads '${e.feature}', which segment ${seg.index} does not output`);
     if (!sameShape(feat.shape, [e.size])) {
-      throw invalid(where, `exit ${i} declares ${e.size} features but '${e.feature}' has shape [${feat.shape}]`);
+      throw invalid(
+        where,
+        `exit ${i} declares ${e.size} features but '${e.feature}' has shape [${feat.shape}]`,
+      );
     }
   });
 }

@@ -51,7 +51,8 @@ describe("SegmentedBackbone", () => {
       const n = Math.min(batch, data.count - start);
       const x = pre.normalise(data.images.subarray(start * pre.frameSize, (start + n) * pre.frameSize), n);
       const logits = await model.runFull(x, n);
-      for (let i = 0; i < n; i++) if (argmax(logits, i * classes, classes) === data.labels[start + i]) correct++;
+      for (let i = 0; i < n; i++)
+        if (argmax(logits, i * classes, classes) === data.labels[start + i]) correct++;
     }
     expect(data.count).toBe(10_000);
     // The manifest figure comes from PyTorch; onnxruntime sums in another order,

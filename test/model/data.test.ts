@@ -33,17 +33,19 @@ describe("IDX reader", () => {
 
   it("rejects bad magic, other element types and truncated data", () => {
     const raw = idx([2, 3], [1, 2, 3, 4, 5, 6]);
-    const reasons = [Buffer.from([1, 0, 8, 1]), Buffer.from([0, 0, 0x0d, 1, 0, 0, 0, 0]), raw.subarray(0, -1)].map(
-      (b) => {
-        try {
-          parseIdx(b);
-        } catch (err) {
-          expect(err).toBeInstanceOf(LayercacheError);
-          return (err as Error).message;
-        }
-        return "accepted";
-      },
-    );
+    const reasons = [
+      Buffer.from([1, 0, 8, 1]),
+      Buffer.from([0, 0, 0x0d, 1, 0, 0, 0, 0]),
+      raw.subarray(0, -1),
+    ].map((b) => {
+      try {
+        parseIdx(b);
+      } catch (err) {
+        expect(err).toBeInstanceOf(LayercacheError);
+        return (err as Error).message;
+      }
+      return "accepted";
+    });
     expect(reasons[0]).toMatch(/bad magic/);
     expect(reasons[1]).toMatch(/element type 0xd/);
     expect(reasons[2]).toMatch(/expected 6 data bytes, found 5/);

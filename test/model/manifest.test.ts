@@ -7,7 +7,10 @@ import { SegmentedBackbone } from "../../src/model/backbone.ts";
 import { loadManifest, validateManifest } from "../../src/model/manifest.ts";
 import { MODEL_DIR } from "../helpers/model.ts";
 
-type Json = Record<string, unknown> & { segments: Record<string, unknown>[]; exits: Record<string, unknown>[] };
+type Json = Record<string, unknown> & {
+  segments: Record<string, unknown>[];
+  exits: Record<string, unknown>[];
+};
 const original = JSON.parse(readFileSync(join(MODEL_DIR, "manifest.json"), "utf8")) as Json;
 const copy = (): Json => structuredClone(original);
 
@@ -25,7 +28,8 @@ function rejection(fn: () => unknown): string {
 /** A model folder whose files link to the real ones, with a manifest of our own. */
 function folderWith(manifest: unknown): string {
   const dir = mkdtempSync(join(tmpdir(), "layercache-manifest-"));
-  for (const f of readdirSync(MODEL_DIR)) if (f !== "manifest.json") symlinkSync(join(MODEL_DIR, f), join(dir, f));
+  for (const f of readdirSync(MODEL_DIR))
+    if (f !== "manifest.json") symlinkSync(join(MODEL_DIR, f), join(dir, f));
   writeFileSync(join(dir, "manifest.json"), JSON.stringify(manifest));
   return dir;
 }
@@ -39,7 +43,9 @@ describe("model manifest", () => {
   });
 
   it("rejects a missing manifest and one that is not JSON", () => {
-    expect(rejection(() => loadManifest(join(MODEL_DIR, "nowhere")))).toMatch(/manifest.json: file not found/);
+    expect(rejection(() => loadManifest(join(MODEL_DIR, "nowhere")))).toMatch(
+      /manifest.json: file not found/,
+    );
     const dir = folderWith({});
     writeFileSync(join(dir, "manifest.json"), "{ not json");
     expect(rejection(() => loadManifest(dir))).toMatch(/not valid JSON/);

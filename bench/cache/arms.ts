@@ -1,0 +1,114 @@
+/**
+ * The two arms of the cache benchmark, run over the same stream in the same
+ * process: the backbone alone (one ONNX session, the cache-off baseline) and
+ * the online cache (segments, heads, calibration, audit).
+ */
+import { OnlineCache } from "../../src/cache/online-cache.ts";
+import type { CacheOptionsInput } from "../../src/cache/options.ts";
+import { cacheOptions } from "../../src/cache/options.ts";
+import type { SegmentedBackbone } from "../../src/model/backbone.ts";
+import type { Progress } from "../lib/progress.ts";
+
+export interface Stream {
+  /** Normalised inputs in stream order, frameSize floats each. */
+  inputs: Float32Array;
+  /** Ground-truth labels in stream order (never shown to the engine). */
+  labels: Uint8Array;
+  frameSize: number;
+  count: number;
+}
+
+export interface FrameRecord {
+  label: number;
+  exit: number;
+  macs: number;
+  /** Wall time of the call that answered this frame. */
+  latencyMs: number;
+  audited: boolean;
+  heldOut: boolean;
+}
+
+export interface ArmResult {
+  frames: FrameRecord[];
+  /** Wall time of all inference calls. */
+  computeMs: number;
+  /** Wall time spent learning and calibrating between calls (cache arm only). */
+  maintenanceMs: number;
+  cache?: OnlineCache;
+}
+
+function batches(count: number, size: number): [number, number][] {
+  const out: [number, number][] = [];
+  for (let s = 0; s < count; s += size) out.push([s, Math.min(count, s + size)]);
+  return out;
+}
+
+export async function runBackboneArm(
+  model: SegmentedBackbone,
+  stream: Stream,
+  batch: number,
+  bar: Progress,
+): Promise<ArmResult> {
+  const classes = model.manifest.classes.length;
+  const frames: FrameRecord[] = [];
+  let computeMs = 0;
+  for (const [s, e] of batches(stream.count, batch)) {
+    const n = e - s;
+    const t0 = performance.now();
+    const logits = await model.runFull(stream.inputs.subarray(s * stream.frameSize, e * stream.frameSize), n);
+    const ms = performance.now() - t0;
+    computeMs += ms;
+    for (let i = 0; i < n; i++) {
+      let best = 0;
+      for (let c = 1; c < classes; c++) if (logits[i * classes + c]! > logits[i * classes + best]!) best = c;
+      frames.push({
+        label: best,
+        exit: -1,
+        macs: model.manifest.full.macs,
+        latencyMs: ms,
+        audited: false,
+        heldOut: false,
+      });
+    }
+    bar.update(e);
+  }
+  bar.stop();
+  return { frames, computeMs, maintenanceMs: 0 };
+}
+
+export async function runCacheArm(
+  model: SegmentedBackbone,
+  stream: Stream,
+  batch: number,
+  options: CacheOptionsInput,
+  bar: Progress,
+): Promise<ArmResult> {
+  const cache = await OnlineCache.create(model, cacheOptions(options));
+  const frames: FrameRecord[] = [];
+  let computeMs = 0;
+  for (const [s, e] of batches(stream.count, batch)) {
+    const ids = Array.from({ length: e - s }, (_, i) => String(s + i));
+    const t0 = performance.now();
+    const outcomes = await cache.process(
+      ids,
+      stream.inputs.subarray(s * stream.frameSize, e * stream.frameSize),
+    );
+    const ms = performance.now() - t0;
+    computeMs += ms;
+    for (const o of outcomes) {
+      frames.push({
+        label: o.label,
+        exit: o.exit,
+        macs: o.macs,
+        latencyMs: ms,
+        audited: o.audited,
+        heldOut: o.heldOut,
+      });
+    }
+    await cache.maintain();
+    const open = cache.engine.current.decisions.filter((d) => d.open).length;
+    bar.update(e, `v${cache.engine.version}, ${open} exits open`);
+  }
+  bar.stop();
+  return { frames, computeMs, maintenanceMs: cache.maintenanceMs, cache };
+}

@@ -1,0 +1,239 @@
+/**
+ * npm run bench -- [--frames N] [--batch B] [--head softmax|mlp] [--json] [--plot FILE]
+ *
+ * Replays the Fashion-MNIST test split as a stream (seeded shuffle, cold
+ * start, labels never shown to the engine) through the backbone alone and
+ * through the online cache, in the same run, and prints what the cache saved
+ * and what it cost in agreement and accuracy.
+ */
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { Command } from "commander";
+import type { CacheOptionsInput } from "../../src/cache/options.ts";
+import { SeededRandom } from "../../src/cache/random.ts";
+import { SegmentedBackbone } from "../../src/model/backbone.ts";
+import { loadIdxDataset } from "../../src/model/idx.ts";
+import { Preprocessor } from "../../src/model/preprocess.ts";
+import { progress } from "../lib/progress.ts";
+import { shuffled, table } from "../lib/stats.ts";
+import { lineChart } from "../lib/svg.ts";
+import type { ArmResult, Stream } from "./arms.ts";
+import { runBackboneArm, runCacheArm } from "./arms.ts";
+import type { Figures } from "./report.ts";
+import { figures, oracleMacsSavedPct, slice } from "./report.ts";
+
+const ROOT = join(import.meta.dirname, "..", "..");
+
+const cli = new Command("bench-cache")
+  .option("--frames <n>", "frames to stream (at most 10000)", "10000")
+  .option("--batch <n>", "frames per engine call (1 = per-frame latency)", "1")
+  .option("--head <kind>", "exit head: softmax or mlp", "softmax")
+  .option("--target <p>", "target agreement", "0.99")
+  .option("--threads <n>", "onnxruntime intra-op threads", "1")
+  .option("--seed <n>", "stream order and engine seed", "1")
+  .option("--json", "print one JSON object instead of tables")
+  .option("--plot <file>", "also sweep the target 0.95..0.999 and draw agreement against MACs saved (SVG)")
+  .parse();
+const opt = cli.opts<{
+  frames: string;
+  batch: string;
+  head: string;
+  target: string;
+  threads: string;
+  seed: string;
+  json?: boolean;
+  plot?: string;
+}>();
+
+const log = (s: string) => (opt.json ? undefined : process.stdout.write(s + "\n"));
+const pct = (x: number) => `${x.toFixed(2)}%`;
+
+async function main(): Promise<void> {
+  const data = await loadIdxDataset(join(ROOT, "data", "fashion-mnist"), "t10k");
+  const model = await SegmentedBackbone.load(join(ROOT, "models", "fashion-resnet18"), {
+    intraOpThreads: Number(opt.threads),
+  });
+  const pre = new Preprocessor(model.manifest.input);
+  const count = Math.min(Number(opt.frames), data.count);
+  const batch = Number(opt.batch);
+  const rng = new SeededRandom(Number(opt.seed));
+  const order = shuffled(data.count, () => rng.uniform()).slice(0, count);
+  const pixels = new Uint8Array(count * pre.frameSize);
+  order.forEach((src, i) =>
+    pixels.set(data.images.subarray(src * pre.frameSize, (src + 1) * pre.frameSize), i * pre.frameSize),
+  );
+  const stream: Stream = {
+    inputs: pre.normalise(pixels, count),
+    labels: Uint8Array.from(order.map((i) => data.labels[i]!)),
+    frameSize: pre.frameSize,
+    count,
+  };
+  const options: CacheOptionsInput = {
+    headKind: opt.head as "softmax" | "mlp",
+    targetAgreement: Number(opt.target),
+    seed: Number(opt.seed),
+  };
+
+  log(
+    `model ${model.manifest.modelId}, ${count} frames, batch ${batch}, ${opt.threads} thread(s), head ${opt.head}`,
+  );
+  const base = await runBackboneArm(
+    model,
+    stream,
+    batch,
+    progress("backbone", count, !opt.json && process.stderr.isTTY === true),
+  );
+  const cached = await runCacheArm(
+    model,
+    stream,
+    batch,
+    options,
+    progress("cache", count, !opt.json && process.stderr.isTTY === true),
+  );
+  const baseLabels = base.frames.map((f) => f.label);
+  const firstExit = cached.frames.findIndex((f) => f.exit >= 0);
+  const whole = summarise(base, cached, stream, model.manifest.full.macs, model.exitCount);
+  const warm =
+    firstExit >= 0
+      ? summarise(
+          slice(base, firstExit),
+          slice(cached, firstExit),
+          { ...stream, labels: stream.labels.subarray(firstExit) },
+          model.manifest.full.macs,
+          model.exitCount,
+        )
+      : undefined;
+  const oracle = await oracleMacsSavedPct(model, cached.cache!, stream, baseLabels);
+  const trainer = cached.cache!.trainer.stats;
+  const decisions = cached.cache!.engine.current.decisions;
+
+  let sweep: { target: number; agreement: number; macsSavedPct: number }[] | undefined;
+  if (opt.plot) {
+    sweep = [];
+    for (const target of [0.95, 0.97, 0.98, 0.99, 0.995, 0.999]) {
+      const arm = await runCacheArm(
+        model,
+        stream,
+        batch,
+        { ...options, targetAgreement: target },
+        progress(`target ${target}`, count, !opt.json && process.stderr.isTTY === true),
+      );
+      const f = summarise(base, arm, stream, model.manifest.full.macs, model.exitCount);
+      sweep.push({ target, agreement: f.agreement, macsSavedPct: f.macsSavedPct });
+    }
+    writeFileSync(
+      opt.plot,
+      lineChart(
+        [
+          {
+            name: `${opt.head} heads`,
+            points: sweep.map((s) => ({ x: s.macsSavedPct, y: s.agreement, label: String(s.target) })),
+          },
+        ],
+        {
+          title: "Agreement with the backbone against MACs saved, as the target sweeps",
+          xLabel: "MACs saved (%)",
+          yLabel: "agreement",
+        },
+      ),
+    );
+  }
+  await model.close();
+
+  const result = {
+    modelId: model.manifest.modelId,
+    frames: count,
+    batch,
+    head: opt.head,
+    target: Number(opt.target),
+    agreement: whole.agreement,
+    accuracy: whole.accuracy,
+    macsSavedPct: whole.macsSavedPct,
+    latencySavedPct: whole.latencySavedPct,
+    latencyMs: whole.latencyMs,
+    throughput: whole.throughput,
+    exitShare: whole.exitShare,
+    firstExitFrame: firstExit,
+    oracleMacsSavedPct: oracle,
+    afterWarmup: warm,
+    trainer: { ...trainer, maintenanceMs: cached.maintenanceMs },
+    exits: decisions.map((d) => ({ exit: d.exit, open: d.open, threshold: d.threshold, reason: d.reason })),
+    sweep,
+  };
+  if (opt.json) {
+    process.stdout.write(JSON.stringify(result, null, 2) + "\n");
+    return;
+  }
+  const row = (name: string, f: (x: Figures) => string) => [name, f(whole), warm ? f(warm) : "-"];
+  log("");
+  log(
+    table(
+      ["", `whole stream (${count})`, `after warm-up (${count - Math.max(firstExit, 0)})`],
+      [
+        row("agreement with backbone", (x) => x.agreement.toFixed(4)),
+        row("accuracy: backbone", (x) => pct(100 * x.accuracy.backbone)),
+        row("accuracy: cached", (x) => pct(100 * x.accuracy.cached)),
+        row("MACs saved", (x) => pct(x.macsSavedPct)),
+        row("latency mean ms: backbone", (x) => x.latencyMs.backbone.mean.toFixed(3)),
+        row("latency mean ms: cached", (x) => x.latencyMs.cached.mean.toFixed(3)),
+        row(
+          "latency p50 ms: backbone / cached",
+          (x) => `${x.latencyMs.backbone.p50.toFixed(2)} / ${x.latencyMs.cached.p50.toFixed(2)}`,
+        ),
+        row(
+          "latency p95 ms: backbone / cached",
+          (x) => `${x.latencyMs.backbone.p95.toFixed(2)} / ${x.latencyMs.cached.p95.toFixed(2)}`,
+        ),
+        row(
+          "latency p99 ms: backbone / cached",
+          (x) => `${x.latencyMs.backbone.p99.toFixed(2)} / ${x.latencyMs.cached.p99.toFixed(2)}`,
+        ),
+        row("mean latency saved", (x) => pct(x.latencySavedPct)),
+        row(
+          "throughput fps: backbone / cached",
+          (x) => `${x.throughput.backbone.toFixed(0)} / ${x.throughput.cached.toFixed(0)}`,
+        ),
+        row("throughput ratio", (x) => x.throughput.ratio.toFixed(2)),
+      ],
+    ),
+  );
+  log("");
+  log(`first exit open at frame ${firstExit}; oracle MACs saved ${pct(oracle)}`);
+  log(
+    `learning off the frame path: ${trainer.steps} steps, ${trainer.publishes} versions, ${(cached.maintenanceMs / 1000).toFixed(1)} s (in the cached throughput)`,
+  );
+  log("");
+  log(
+    table(
+      ["exit", "share of frames", "open", "threshold", "why"],
+      decisions.map((d) => [
+        String(d.exit),
+        pct(100 * whole.exitShare[`exit${d.exit}`]!),
+        d.open ? "yes" : "no",
+        d.threshold?.toFixed(4) ?? "-",
+        d.reason,
+      ]),
+    ),
+  );
+  log(`backbone answered ${pct(100 * whole.exitShare.backbone!)} of frames`);
+  if (opt.plot) log(`\nplot written to ${opt.plot}`);
+}
+
+function summarise(
+  base: ArmResult,
+  cached: ArmResult,
+  stream: Stream,
+  fullMacs: number,
+  exits: number,
+): Figures {
+  return figures(
+    base.frames,
+    cached.frames,
+    stream.labels,
+    fullMacs,
+    { backbone: base.computeMs, cached: cached.computeMs + cached.maintenanceMs },
+    exits,
+  );
+}
+
+await main();

@@ -1,0 +1,223 @@
+/**
+ * The early-exit engine. Takes a micro-batch of frames and runs it segment by
+ * segment; at each open exit the head answers for frames it is confident
+ * about, which leave the batch, and the rest continue. Frames that reach the
+ * end are answered by the backbone and become training or calibration
+ * examples for the heads.
+ *
+ * No Kafka, no Redis: the engine sees a snapshot of heads and decisions and
+ * hands what it learns to a `CacheObserver` (the trainer).
+ */
+import { LayercacheError } from "../errors/index.ts";
+import type { SegmentedBackbone } from "../model/backbone.ts";
+import { elements } from "../model/manifest.ts";
+import { SeededRandom } from "./random.ts";
+import type { CacheSnapshot } from "./state.ts";
+import type { ShadowAudit } from "./audit.ts";
+
+export const BACKBONE_EXIT = -1;
+
+export interface FrameOutcome {
+  id: string;
+  label: number;
+  confidence: number;
+  /** Exit that answered, or BACKBONE_EXIT. */
+  exit: number;
+  /** An exit was confident, but the frame was audited and the backbone answered. */
+  audited: boolean;
+  /** Held out for calibration: ran the whole backbone regardless of exits. */
+  heldOut: boolean;
+  /** Multiply-accumulates executed for this frame: segments run plus heads evaluated. */
+  macs: number;
+  /** This frame's share of the compute time of every step it took part in. */
+  computeMs: number;
+  headsVersion: number;
+}
+
+/** Where a frame that ran the whole backbone goes. */
+export interface CacheObserver {
+  /** `features[e]` are the frame's pooled features at exit e; `logits` the backbone's. */
+  onBackboneFrame(features: readonly Float32Array[], logits: Float32Array, heldOut: boolean): void;
+}
+
+export interface EngineOptions {
+  cacheEnabled: boolean;
+  calibrationRate: number;
+  warmupCalibrationRate: number;
+  seed: number;
+}
+
+export class CacheEngine {
+  private snapshot: CacheSnapshot;
+  private readonly rng: SeededRandom;
+  private readonly segmentMacs: number[];
+  private readonly classes: number;
+  private readonly frameSize: number;
+  private probs = new Float32Array(0);
+
+  constructor(
+    private readonly backbone: SegmentedBackbone,
+    snapshot: CacheSnapshot,
+    private readonly audit: ShadowAudit,
+    private readonly observer: CacheObserver,
+    private readonly options: EngineOptions,
+  ) {
+    this.snapshot = snapshot;
+    this.rng = new SeededRandom(options.seed ^ 0x5eed);
+    this.segmentMacs = backbone.manifest.segments.map((s) => s.macs);
+    this.classes = backbone.manifest.classes.length;
+    this.frameSize = elements(backbone.manifest.input.shape);
+  }
+
+  /** Swaps in a newer snapshot; takes effect from the next batch. */
+  adopt(snapshot: CacheSnapshot): void {
+    if (snapshot.modelId !== this.backbone.manifest.modelId) {
+      throw new LayercacheError("STATE_INVALID", `snapshot is for model ${snapshot.modelId}`);
+    }
+    if (snapshot.version > this.snapshot.version) this.snapshot = snapshot;
+  }
+
+  get version(): number {
+    return this.snapshot.version;
+  }
+
+  get current(): CacheSnapshot {
+    return this.snapshot;
+  }
+
+  async process(ids: readonly string[], input: Float32Array): Promise<FrameOutcome[]> {
+    const n = ids.length;
+    if (input.length !== n * this.frameSize) {
+      throw new LayercacheError("INTERNAL", `batch of ${n} frames with ${input.length} floats`);
+    }
+    const snap = this.snapshot;
+    const anyOpen = this.options.cacheEnabled && snap.decisions.some((d) => d.open);
+    const heldOutRate = anyOpen ? this.options.calibrationRate : this.options.warmupCalibrationRate;
+    const out: FrameOutcome[] = ids.map((id) => ({
+      id,
+      label: -1,
+      confidence: 0,
+      exit: BACKBONE_EXIT,
+      audited: false,
+      heldOut: this.rng.uniform() < heldOutRate,
+      macs: 0,
+      computeMs: 0,
+      headsVersion: snap.version,
+    }));
+    // Frames still in the batch, by position in `out`; their rows in `x`.
+    let active = Array.from({ length: n }, (_, i) => i);
+    let x = input;
+    const kept: { rows: Map<number, number>; features: Float32Array; size: number }[] = [];
+    const audits: { frame: number; exit: number; label: number }[] = [];
+
+    for (let s = 0; s < this.backbone.segmentCount; s++) {
+      const t0 = performance.now();
+      const result = await this.backbone.runSegment(s, x, active.length);
+      this.charge(out, active, performance.now() - t0, this.segmentMacs[s]!);
+      const exit = this.backbone.exitAfterSegment(s);
+      if (exit < 0) {
+        if (result.logits) this.finish(out, active, result.logits, kept, audits);
+        continue;
+      }
+      const features = result.features!;
+      const size = features.length / active.length;
+      kept[exit] = { rows: new Map(active.map((f, row) => [f, row])), features, size };
+      const leaving = this.options.cacheEnabled
+        ? this.tryExit(exit, out, active, features, size, audits)
+        : null;
+      if (leaving && leaving.size > 0) {
+        const t1 = performance.now();
+        const rowSize = result.activation!.length / active.length;
+        const staying = active.map((f, row) => [f, row] as const).filter(([f]) => !leaving.has(f));
+        const next = new Float32Array(staying.length * rowSize);
+        staying.forEach(([, row], i) =>
+          next.set(result.activation!.subarray(row * rowSize, (row + 1) * rowSize), i * rowSize),
+        );
+        this.charge(out, active, performance.now() - t1, 0);
+        active = staying.map(([f]) => f);
+        x = next;
+      } else {
+        x = result.activation!;
+      }
+      if (active.length === 0) break;
+    }
+    return out;
+  }
+
+  /** Evaluates the head at an open exit; returns the frames that leave here. */
+  private tryExit(
+    exit: number,
+    out: FrameOutcome[],
+    active: number[],
+    features: Float32Array,
+    size: number,
+    audits: { frame: number; exit: number; label: number }[],
+  ): Set<number> | null {
+    const decision = this.snapshot.decisions[exit];
+    const head = this.snapshot.heads[exit];
+    if (!decision?.open || decision.threshold === null || !head) return null;
+    const t0 = performance.now();
+    const m = active.length;
+    if (this.probs.length < m * this.classes) this.probs = new Float32Array(m * this.classes);
+    head.predictBatch(features.subarray(0, m * size), m, this.probs);
+    const leaving = new Set<number>();
+    for (let row = 0; row < m; row++) {
+      const f = active[row]!;
+      let best = 0;
+      for (let c = 1; c < this.classes; c++) {
+        if (this.probs[row * this.classes + c]! > this.probs[row * this.classes + best]!) best = c;
+      }
+      const conf = this.probs[row * this.classes + best]!;
+      const frame = out[f]!;
+      // Held-out and audited frames run to the end and take the backbone's answer.
+      if (conf < decision.threshold || frame.heldOut || frame.audited) continue;
+      if (this.audit.sample(exit, this.rng)) {
+        frame.audited = true;
+        audits.push({ frame: f, exit, label: best });
+        continue;
+      }
+      Object.assign(frame, { label: best, confidence: conf, exit });
+      leaving.add(f);
+    }
+    this.charge(out, active, performance.now() - t0, head.macs());
+    return leaving;
+  }
+
+  private finish(
+    out: FrameOutcome[],
+    active: number[],
+    logits: Float32Array,
+    kept: { rows: Map<number, number>; features: Float32Array; size: number }[],
+    audits: { frame: number; exit: number; label: number }[],
+  ): void {
+    const c = this.classes;
+    const auditedAt = new Map(audits.map((a) => [a.frame, a]));
+    active.forEach((f, row) => {
+      const frameLogits = logits.subarray(row * c, (row + 1) * c);
+      let best = 0;
+      for (let k = 1; k < c; k++) if (frameLogits[k]! > frameLogits[best]!) best = k;
+      let sum = 0;
+      for (let k = 0; k < c; k++) sum += Math.exp(frameLogits[k]! - frameLogits[best]!);
+      const frame = out[f]!;
+      frame.label = best;
+      frame.confidence = 1 / sum;
+      frame.exit = BACKBONE_EXIT;
+      const audit = auditedAt.get(f);
+      if (audit) this.audit.record(audit.exit, audit.label === best);
+      const features = kept.map((k) => {
+        const r = k.rows.get(f)!;
+        return k.features.subarray(r * k.size, (r + 1) * k.size);
+      });
+      this.observer.onBackboneFrame(features, frameLogits, frame.heldOut);
+    });
+  }
+
+  /** Shares a step's time and MACs among the frames that took part in it. */
+  private charge(out: FrameOutcome[], frames: number[], ms: number, macsEach: number): void {
+    const share = ms / Math.max(frames.length, 1);
+    for (const f of frames) {
+      out[f]!.computeMs += share;
+      out[f]!.macs += macsEach;
+    }
+  }
+}

@@ -1,0 +1,203 @@
+/**
+ * What both exit heads share: input standardization, the predict and train
+ * loops, argument checks, the Adam step and serialization. A subclass only
+ * says how standardized features become logits and how the logit gradient
+ * flows back into its parameters.
+ *
+ * Parameters are float32 (what the codec stores, so a round trip is exact);
+ * every sum is accumulated in float64 and the gradient is float64, which is
+ * what makes the finite-difference check in the tests meaningful.
+ */
+import { LayercacheError } from "../errors/index.ts";
+import { Adam } from "./adam.ts";
+import { FeatureNormalizer } from "./feature-normalizer.ts";
+import { encodeHead } from "./head-codec.ts";
+import { softmaxInto, softTargetCrossEntropy } from "./head-math.ts";
+import type { ExitHead, HeadKind, HeadOptions, HeadShape, HeadState } from "./head-types.ts";
+import { parameterCount, resolveHeadOptions, shapeProblem } from "./head-types.ts";
+
+/** How far a soft-target row may sum away from 1 (float32 softmax rounding is ~1e-6). */
+const TARGET_SUM_TOLERANCE = 1e-3;
+
+function misuse(message: string, details: Record<string, number | string> = {}): never {
+  throw new LayercacheError("INTERNAL", message, { details });
+}
+
+export abstract class HeadBase implements ExitHead {
+  readonly kind: HeadKind;
+  readonly inputSize: number;
+  readonly classes: number;
+  readonly options: Readonly<HeadOptions>;
+  /** Flat parameters, weights first then biases (layout in each subclass). */
+  protected readonly params: Float32Array;
+  protected readonly normalizer: FeatureNormalizer;
+  private readonly optimizer: Adam;
+  private readonly gradient: Float64Array;
+  /** Scratch for one row: standardized input, logits, ∂loss/∂logits. */
+  protected readonly standardized: Float64Array;
+  protected readonly logits: Float64Array;
+  private readonly dLogits: Float64Array;
+
+  protected constructor(
+    protected readonly shape: HeadShape,
+    options: Partial<HeadOptions>,
+    decayedCount: number,
+  ) {
+    const problem = shapeProblem(shape);
+    if (problem !== undefined) misuse(`invalid ${shape.kind} head shape: ${problem}`, { ...shape });
+    this.kind = shape.kind;
+    this.inputSize = shape.inputSize;
+    this.classes = shape.classes;
+    this.options = Object.freeze(resolveHeadOptions(shape.kind, options));
+    const count = parameterCount(shape);
+    this.params = new Float32Array(count);
+    this.gradient = new Float64Array(count);
+    this.optimizer = new Adam(count, this.options, decayedCount);
+    this.normalizer = new FeatureNormalizer(shape.inputSize, this.options.normalizerHorizon);
+    this.standardized = new Float64Array(shape.inputSize);
+    this.logits = new Float64Array(shape.classes);
+    this.dLogits = new Float64Array(shape.classes);
+  }
+
+  abstract macs(): number;
+
+  /** logits ← f(standardized); may cache activations for the following backpropagate. */
+  protected abstract forward(): void;
+
+  /** Adds ∂loss/∂params to `gradient`, given ∂loss/∂logits of the row just forwarded. */
+  protected abstract backpropagate(dLogits: Float64Array, gradient: Float64Array): void;
+
+  predict(features: Float32Array, out: Float32Array): void {
+    if (features.length !== this.inputSize || out.length !== this.classes) {
+      misuse(`predict needs ${this.inputSize} features and ${this.classes} outputs`, {
+        features: features.length,
+        out: out.length,
+      });
+    }
+    this.predictRow(features, 0, out, 0);
+  }
+
+  predictBatch(features: Float32Array, n: number, out: Float32Array): void {
+    this.checkBatch(features, n);
+    if (out.length < n * this.classes) misuse(`predictBatch output too short for ${n} rows`, { n });
+    for (let row = 0; row < n; row++) {
+      this.predictRow(features, row * this.inputSize, out, row * this.classes);
+    }
+  }
+
+  trainBatch(features: Float32Array, targets: Float32Array, n: number): number {
+    this.checkTrainingBatch(features, targets, n);
+    this.normalizer.observe(features, n);
+    const loss = this.accumulate(features, targets, n, this.gradient);
+    this.optimizer.step(this.params, this.gradient);
+    return loss;
+  }
+
+  /** Mean cross-entropy of n rows at the current parameters and statistics (no update). */
+  loss(features: Float32Array, targets: Float32Array, n: number): number {
+    this.checkTrainingBatch(features, targets, n);
+    return this.accumulate(features, targets, n, null);
+  }
+
+  /**
+   * Mean loss and its exact gradient with respect to `parameters()`, at the
+   * current statistics, without changing anything. For gradient checks.
+   */
+  gradients(
+    features: Float32Array,
+    targets: Float32Array,
+    n: number,
+  ): { loss: number; gradient: Float64Array } {
+    this.checkTrainingBatch(features, targets, n);
+    const gradient = new Float64Array(this.params.length);
+    const loss = this.accumulate(features, targets, n, gradient);
+    return { loss, gradient };
+  }
+
+  /** The live flat parameter vector (writes take effect; for tests and tooling). */
+  parameters(): Float32Array {
+    return this.params;
+  }
+
+  /** A copy of everything predictions depend on. */
+  state(): HeadState {
+    return {
+      normalizerCount: this.normalizer.count,
+      normalizerMean: this.normalizer.mean.slice(),
+      normalizerVariance: this.normalizer.variance.slice(),
+      parameters: this.params.slice(),
+    };
+  }
+
+  /** Replaces parameters and input statistics; the optimizer carries on from its moments. */
+  loadState(state: HeadState): void {
+    if (
+      state.parameters.length !== this.params.length ||
+      state.normalizerMean.length !== this.inputSize ||
+      state.normalizerVariance.length !== this.inputSize
+    ) {
+      misuse("head state does not match the head's shape");
+    }
+    this.params.set(state.parameters);
+    this.normalizer.restore(state.normalizerCount, state.normalizerMean, state.normalizerVariance);
+  }
+
+  toBytes(): Uint8Array {
+    return encodeHead(this.shape, this.state());
+  }
+
+  private predictRow(features: Float32Array, inOffset: number, out: Float32Array, outOffset: number): void {
+    this.normalizer.standardize(features, inOffset, this.standardized);
+    this.forward();
+    softmaxInto(this.logits, this.classes, out, outOffset);
+  }
+
+  /** Mean loss over n rows; adds the mean gradient to `gradient` (zeroed first) when given. */
+  private accumulate(
+    features: Float32Array,
+    targets: Float32Array,
+    n: number,
+    gradient: Float64Array | null,
+  ): number {
+    if (gradient !== null) gradient.fill(0);
+    const dLogits = gradient === null ? null : this.dLogits;
+    let total = 0;
+    for (let row = 0; row < n; row++) {
+      this.normalizer.standardize(features, row * this.inputSize, this.standardized);
+      this.forward();
+      total += softTargetCrossEntropy(this.logits, this.classes, targets, row * this.classes, 1 / n, dLogits);
+      if (gradient !== null && dLogits !== null) this.backpropagate(dLogits, gradient);
+    }
+    return total / n;
+  }
+
+  private checkBatch(features: Float32Array, n: number): void {
+    if (!Number.isInteger(n) || n < 1) misuse(`batch size must be a positive integer (got ${n})`, { n });
+    if (features.length < n * this.inputSize) misuse(`features too short for ${n} rows`, { n });
+  }
+
+  /**
+   * Training data is checked in full (O(n·(D+C)), small next to the O(n·C·D)
+   * step) because a single NaN would poison the statistics and every weight.
+   */
+  private checkTrainingBatch(features: Float32Array, targets: Float32Array, n: number): void {
+    this.checkBatch(features, n);
+    if (targets.length < n * this.classes) misuse(`targets too short for ${n} rows`, { n });
+    for (let i = 0; i < n * this.inputSize; i++) {
+      if (!Number.isFinite(features[i] as number)) {
+        throw new LayercacheError("FRAME_INVALID", `non-finite feature at index ${i}`, {
+          details: { index: i },
+        });
+      }
+    }
+    for (let row = 0; row < n; row++) {
+      let sum = 0;
+      for (let c = row * this.classes; c < (row + 1) * this.classes; c++) {
+        const t = targets[c] as number;
+        if (!(t >= 0 && t <= 1)) misuse(`target ${t} at index ${c} is not a probability`, { index: c });
+        sum += t;
+      }
+      if (Math.abs(sum - 1) > TARGET_SUM_TOLERANCE) misuse(`target row ${row} sums to ${sum}`, { row });
+    }
+  }
+}

@@ -1,0 +1,53 @@
+/**
+ * Tunables of the online layer cache, with the defaults the benchmark chose
+ * (bench/cache). Validated once; everything else takes them as given.
+ */
+import { z } from "zod";
+
+export const cacheOptionsSchema = z.strictObject({
+  /** Share of early answers that must equal the backbone's answer. */
+  targetAgreement: z.number().min(0.5).max(0.9999).default(0.99),
+  /** Confidence level of the one-sided lower bound that proves it. */
+  confidenceLevel: z.number().min(0.5).max(0.9999).default(0.95),
+  boundMethod: z.enum(["wilson", "clopper-pearson"]).default("clopper-pearson"),
+  /** Share of early-exited frames also run through the whole backbone. */
+  auditRate: z.number().min(0).max(1).default(0.02),
+  /** Head kind at every exit. */
+  headKind: z.enum(["softmax", "mlp"]).default("softmax"),
+  /** Hidden units of the MLP head. */
+  mlpHidden: z.number().int().min(4).max(1024).default(64),
+  /** Temperature applied to the backbone's logits to make the heads' soft targets. */
+  temperature: z.number().min(0.1).max(20).default(1),
+  /** Training examples kept (newest win: a sliding window, so drift washes out). */
+  replayCapacity: z.number().int().min(64).max(100_000).default(4096),
+  /** Mini-batch size of a head update. */
+  trainBatch: z.number().int().min(1).max(4096).default(64),
+  /** Mini-batch updates per new training example (off the per-frame path). */
+  stepsPerExample: z.number().min(0).max(8).default(0.25),
+  /**
+   * Share of incoming frames held out for calibration: they run the whole
+   * backbone, answer with its label, and are never trained on. While no exit
+   * is open every frame runs the backbone anyway, so the warm-up share is free.
+   */
+  calibrationRate: z.number().min(0).max(1).default(0.03),
+  warmupCalibrationRate: z.number().min(0).max(1).default(0.3),
+  /** Held-out frames kept for calibration (newest win). */
+  calibrationCapacity: z.number().int().min(100).max(100_000).default(3000),
+  /** Re-calibrate (and publish a new heads version) after this many new examples. */
+  publishEvery: z.number().int().min(1).max(100_000).default(100),
+  /** Recent audits per exit that the drift check looks at. */
+  auditWindow: z.number().int().min(10).max(100_000).default(200),
+  /** Significance of the drift alarm: agreement below target at this level closes the exit. */
+  driftSignificance: z.number().min(1e-9).max(0.5).default(0.01),
+  /** Fixed cost of stopping at an exit, in MACs per frame that reaches it (measured: bench/cache). */
+  exitOverheadMacs: z.number().min(0).default(100_000),
+  /** Seed of every random choice (sampling, initialisation): runs repeat. */
+  seed: z.number().int().default(1),
+});
+
+export type CacheOptions = z.output<typeof cacheOptionsSchema>;
+export type CacheOptionsInput = z.input<typeof cacheOptionsSchema>;
+
+export function cacheOptions(input: CacheOptionsInput = {}): CacheOptions {
+  return cacheOptionsSchema.parse(input);
+}

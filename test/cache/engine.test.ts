@@ -1,0 +1,167 @@
+/**
+ * The early-exit engine on the real backbone and real test images: frames
+ * come back in order with their ids, closed exits never answer, and the
+ * MACs a frame is charged match the segments it went through.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ShadowAudit } from "../../src/cache/audit.ts";
+import type { CacheObserver } from "../../src/cache/engine.ts";
+import { BACKBONE_EXIT, CacheEngine } from "../../src/cache/engine.ts";
+import type { ExitHead } from "../../src/cache/heads.ts";
+import type { ExitDecision } from "../../src/cache/planner.ts";
+import type { CacheSnapshot } from "../../src/cache/state.ts";
+import { SegmentedBackbone } from "../../src/model/backbone.ts";
+import { Preprocessor } from "../../src/model/preprocess.ts";
+import { MODEL_DIR, testSplit } from "../helpers/model.ts";
+
+/**
+ * A stand-in head for exercising the engine's routing, not learning: it
+ * answers a fixed label with a fixed confidence. (Real heads are tested in
+ * heads.test.ts and end to end in online-cache.test.ts.)
+ */
+function fixedHead(label: number, confidence: number, classes: number, inputSize: number): ExitHead {
+  const fill = (out: Float32Array, n: number) => {
+    for (let i = 0; i < n; i++) {
+      for (let c = 0; c < classes; c++)
+        out[i * classes + c] = c === label ? confidence : (1 - confidence) / (classes - 1);
+    }
+  };
+  const head: ExitHead = {
+    kind: "softmax",
+    inputSize,
+    classes,
+    predict: (_f: Float32Array, out: Float32Array) => fill(out, 1),
+    predictBatch: (_f: Float32Array, n: number, out: Float32Array) => fill(out, n),
+    macs: () => inputSize * classes,
+    trainBatch: () => 0,
+    toBytes: () => new Uint8Array(0),
+  };
+  return head;
+}
+
+const sink: CacheObserver & { seen: number; heldOut: number } = {
+  seen: 0,
+  heldOut: 0,
+  onBackboneFrame(_f, _l, heldOut) {
+    this.seen++;
+    if (heldOut) this.heldOut++;
+  },
+};
+
+describe("CacheEngine", () => {
+  let model: SegmentedBackbone;
+  let input: Float32Array;
+  const n = 48;
+  const ids = Array.from({ length: n }, (_, i) => `frame-${i}`);
+
+  beforeAll(async () => {
+    model = await SegmentedBackbone.load(MODEL_DIR, { intraOpThreads: 2 });
+    const pre = new Preprocessor(model.manifest.input);
+    input = pre.normalise((await testSplit()).images.subarray(0, n * pre.frameSize), n);
+  });
+  afterAll(async () => model?.close());
+
+  function snapshot(
+    open: Record<number, { label: number; confidence: number; threshold: number }>,
+  ): CacheSnapshot {
+    const m = model.manifest;
+    const decisions: ExitDecision[] = m.exits.map((e) => {
+      const o = open[e.index];
+      return {
+        exit: e.index,
+        open: o !== undefined,
+        threshold: o ? o.threshold : null,
+        reason: o ? "test" : "closed in test",
+        coverage: 0,
+        savedMacs: 0,
+        costMacs: 0,
+        calibration: null,
+      };
+    });
+    // Every exit has a confident head; only the decisions say which may answer.
+    const heads = m.exits.map((e) => fixedHead(open[e.index]?.label ?? 3, 0.99, m.classes.length, e.size));
+    return { modelId: m.modelId, version: 7, heads, decisions };
+  }
+
+  const engine = (
+    snap: CacheSnapshot,
+    options: Partial<{ audit: number; heldOut: number; enabled: boolean }> = {},
+  ) =>
+    new CacheEngine(model, snap, new ShadowAudit(model.exitCount, options.audit ?? 0, 50, 0.99, 0.01), sink, {
+      cacheEnabled: options.enabled ?? true,
+      calibrationRate: options.heldOut ?? 0,
+      warmupCalibrationRate: options.heldOut ?? 0,
+      seed: 3,
+    });
+
+  it("answers every frame through the backbone when no exit is open, charging full MACs", async () => {
+    const out = await engine(snapshot({})).process(ids, input);
+    expect(out.map((o) => o.id)).toEqual(ids);
+    expect(out.every((o) => o.exit === BACKBONE_EXIT)).toBe(true);
+    const total = model.manifest.segments.reduce((a, s) => a + s.macs, 0);
+    expect(out.every((o) => o.macs === total)).toBe(true);
+    const full = await model.runFull(input, n);
+    out.forEach((o, i) => {
+      const row = Array.from(full.subarray(i * 10, i * 10 + 10));
+      expect(o.label).toBe(row.indexOf(Math.max(...row)));
+    });
+  });
+
+  it("never lets a frame leave through a closed exit", async () => {
+    // Exit 2 is open; 0, 1 and 3-6 hold confident heads but are closed.
+    const out = await engine(snapshot({ 2: { label: 4, confidence: 0.99, threshold: 0.9 } })).process(
+      ids,
+      input,
+    );
+    expect(new Set(out.map((o) => o.exit))).toEqual(new Set([2]));
+    expect(out.every((o) => o.label === 4 && o.headsVersion === 7)).toBe(true);
+    const m = model.manifest;
+    const upTo2 =
+      m.segments.slice(0, 3).reduce((a, s) => a + s.macs, 0) + m.exits[2]!.size * m.classes.length;
+    expect(out.every((o) => o.macs === upTo2)).toBe(true);
+  });
+
+  it("keeps frame ids and order when frames leave at different exits", async () => {
+    // Head confidence 0.99 against thresholds: exit 1 answers nobody (threshold
+    // above 0.99), so the split comes from held-out frames, which must run on.
+    const snap = snapshot({
+      1: { label: 1, confidence: 0.99, threshold: 0.995 },
+      4: { label: 5, confidence: 0.99, threshold: 0.5 },
+    });
+    const out = await engine(snap, { heldOut: 0.3 }).process(ids, input);
+    expect(out.map((o) => o.id)).toEqual(ids);
+    const heldOut = out.filter((o) => o.heldOut);
+    expect(heldOut.length).toBeGreaterThan(0);
+    expect(heldOut.every((o) => o.exit === BACKBONE_EXIT)).toBe(true);
+    expect(out.filter((o) => !o.heldOut).every((o) => o.exit === 4 && o.label === 5)).toBe(true);
+    // Held-out frames got the backbone's own answer.
+    const full = await model.runFull(input, n);
+    out.forEach((o, i) => {
+      if (!o.heldOut) return;
+      const row = Array.from(full.subarray(i * 10, i * 10 + 10));
+      expect(o.label).toBe(row.indexOf(Math.max(...row)));
+    });
+  });
+
+  it("answers audited frames with the backbone's label and records the audit", async () => {
+    const snap = snapshot({ 0: { label: 9, confidence: 0.99, threshold: 0.5 } });
+    const audit = new ShadowAudit(model.exitCount, 1, 50, 0.99, 0.01);
+    const e = new CacheEngine(model, snap, audit, sink, {
+      cacheEnabled: true,
+      calibrationRate: 0,
+      warmupCalibrationRate: 0,
+      seed: 1,
+    });
+    const out = await e.process(ids, input);
+    expect(out.every((o) => o.audited && o.exit === BACKBONE_EXIT)).toBe(true);
+    const agreeing = out.filter((o) => o.label === 9).length;
+    expect(audit.totals[0]).toEqual({ audited: n, agreed: agreeing });
+  });
+
+  it("ignores every exit when the cache is disabled", async () => {
+    const out = await engine(snapshot({ 0: { label: 9, confidence: 0.99, threshold: 0.5 } }), {
+      enabled: false,
+    }).process(ids, input);
+    expect(out.every((o) => o.exit === BACKBONE_EXIT && !o.audited)).toBe(true);
+  });
+});
