@@ -7,6 +7,7 @@ COPY package.json package-lock.json .npmrc ./
 RUN npm ci --omit=dev && npm cache clean --force
 COPY bin ./bin
 COPY src ./src
+COPY schemas ./schemas
 COPY tsconfig.json ./
 USER node
 ENTRYPOINT ["node", "bin/layercache.js"]

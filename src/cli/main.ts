@@ -6,6 +6,7 @@ import { Command, Option } from "commander";
 import { FIELDS, flagName, loadConfig, redactConfig } from "../config/index.ts";
 import type { Config, FieldKey, RawFlags } from "../config/index.ts";
 import { isLayercacheError } from "../errors/index.ts";
+import { inspectModel } from "./inspect.ts";
 
 function withConfigFlags(cmd: Command): Command {
   for (const [key, spec] of Object.entries(FIELDS)) {
@@ -31,6 +32,14 @@ withConfigFlags(program.command("config"))
   .description("print the resolved configuration (secrets masked) and exit")
   .action((opts: Record<string, unknown>) => {
     process.stdout.write(JSON.stringify(redactConfig(configFrom(opts)), null, 2) + "\n");
+  });
+
+withConfigFlags(program.command("inspect"))
+  .description(
+    "validate a model folder and print its segments, exits and MACs (counted from the ONNX graphs)",
+  )
+  .action(async (opts: Record<string, unknown>) => {
+    process.stdout.write(await inspectModel(configFrom(opts).modelDir));
   });
 
 withConfigFlags(program.command("demo"))
