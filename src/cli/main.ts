@@ -7,6 +7,7 @@ import { FIELDS, flagName, loadConfig, redactConfig } from "../config/index.ts";
 import type { Config, FieldKey, RawFlags } from "../config/index.ts";
 import { isLayercacheError } from "../errors/index.ts";
 import { inspectModel } from "./inspect.ts";
+import { runWorker } from "./worker.ts";
 
 function withConfigFlags(cmd: Command): Command {
   for (const [key, spec] of Object.entries(FIELDS)) {
@@ -40,6 +41,15 @@ withConfigFlags(program.command("inspect"))
   )
   .action(async (opts: Record<string, unknown>) => {
     process.stdout.write(await inspectModel(configFrom(opts).modelDir));
+  });
+
+withConfigFlags(program.command("worker"))
+  .description(
+    "consume frames, classify them through the early-exit cache, publish predictions and dead letters " +
+      "(at least once; SIGTERM or SIGINT stops it cleanly)",
+  )
+  .action(async (opts: Record<string, unknown>) => {
+    process.exitCode = await runWorker(configFrom(opts));
   });
 
 withConfigFlags(program.command("demo"))

@@ -93,6 +93,18 @@ export const FIELDS = {
     schema: int(0, 10_000),
     default: "5",
   },
+  inFlightMaxFrames: {
+    env: "LAYERCACHE_IN_FLIGHT_MAX_FRAMES",
+    doc: "Most frames consumed but not yet answered; when reached, fetching pauses until half have drained.",
+    schema: int(1, 100_000),
+    default: "512",
+  },
+  shutdownTimeoutMs: {
+    env: "LAYERCACHE_SHUTDOWN_TIMEOUT_MS",
+    doc: "How long shutdown waits for in-flight frames before committing what is done and leaving.",
+    schema: int(0, 600_000),
+    default: "30000",
+  },
   maxMessageBytes: {
     env: "LAYERCACHE_MAX_MESSAGE_BYTES",
     doc: "Frames larger than this go to the dead-letter topic unread.",

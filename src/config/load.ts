@@ -74,6 +74,12 @@ function crossFieldProblems(c: Config): string[] {
   if (c.batchLingerMs * 2 > c.sessionTimeoutMs) {
     problems.push(`${FIELDS.batchLingerMs.env} must be well below ${FIELDS.sessionTimeoutMs.env}`);
   }
+  if (c.inFlightMaxFrames < c.batchMaxFrames) {
+    problems.push(
+      `${FIELDS.inFlightMaxFrames.env} (${c.inFlightMaxFrames}) must be at least ` +
+        `${FIELDS.batchMaxFrames.env} (${c.batchMaxFrames}), or micro-batches could never fill`,
+    );
+  }
   return problems;
 }
 

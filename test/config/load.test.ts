@@ -64,6 +64,9 @@ describe("loadConfig", () => {
     expect(problem(() => loadConfig({ LAYERCACHE_DEAD_LETTER_TOPIC: "layercache.frames" }))).toMatch(
       /must differ/,
     );
+    expect(
+      problem(() => loadConfig({ LAYERCACHE_IN_FLIGHT_MAX_FRAMES: "16", LAYERCACHE_BATCH_MAX_FRAMES: "32" })),
+    ).toMatch(/IN_FLIGHT_MAX_FRAMES \(16\) must be at least LAYERCACHE_BATCH_MAX_FRAMES \(32\)/);
   });
 
   it("keeps secrets out of the printable config and out of error messages", () => {

@@ -1,0 +1,149 @@
+/**
+ * What happens to one consumed message on the main thread: decode it and fit
+ * it to the model input, or dead-letter it with the codec's reason; gather
+ * frames into micro-batches for the inference thread; turn each batch's
+ * outcomes into Prediction records and publish them. The promise `handle`
+ * returns settles when the message's output is acknowledged by the broker,
+ * which is what lets the consumer commit its offset.
+ */
+import { invalidReason } from "../codec/envelope.ts";
+import type { EncodedMessage } from "../codec/envelope.ts";
+import { decodeFrame, frameToModelInput } from "../codec/frame.ts";
+import { encodePrediction } from "../codec/prediction.ts";
+import type { Config } from "../config/index.ts";
+import type { Logger } from "../telemetry/logger.ts";
+import type { ConsumedMessage } from "../transport/kafka/consumer.ts";
+import type { DeadLetterPublisher } from "../transport/kafka/dead-letter.ts";
+import type { Message, OutputProducer } from "../transport/kafka/producer.ts";
+import { MicroBatcher } from "./batcher.ts";
+import type { ModelInfo, OutcomeColumns } from "./inference-protocol.ts";
+import type { FrameMeta } from "./predictions.ts";
+import { toPrediction } from "./predictions.ts";
+
+/** Batches handed to the inference thread at once: one running, one queued, so it never waits for us. */
+const INFERENCE_SLOTS = 2;
+
+export type StageConfig = Pick<
+  Config,
+  "batchMaxFrames" | "batchLingerMs" | "maxMessageBytes" | "predictionsTopic" | "workerId"
+>;
+
+export interface StageDeps {
+  model: ModelInfo;
+  infer: (ids: string[], pixels: Uint8Array) => Promise<OutcomeColumns>;
+  producer: OutputProducer;
+  deadLetters: DeadLetterPublisher;
+  log: Logger;
+}
+
+interface QueuedFrame extends FrameMeta {
+  /** Planar model input, channels x height x width bytes. */
+  pixels: Uint8Array;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+export interface StageCounters {
+  frames: number;
+  predictions: number;
+  deadLetters: number;
+  batches: number;
+}
+
+export class FrameStage {
+  readonly counters: StageCounters = { frames: 0, predictions: 0, deadLetters: 0, batches: 0 };
+  private readonly batcher: MicroBatcher<QueuedFrame>;
+  private readonly frameSize: number;
+
+  constructor(
+    private readonly config: StageConfig,
+    private readonly deps: StageDeps,
+  ) {
+    const { channels, height, width } = deps.model.input;
+    this.frameSize = channels * height * width;
+    this.batcher = new MicroBatcher({
+      maxItems: config.batchMaxFrames,
+      lingerMs: config.batchLingerMs,
+      maxConcurrent: INFERENCE_SLOTS,
+      run: (items) => this.runBatch(items),
+    });
+  }
+
+  /** Settles when this message's prediction or dead letter is acknowledged; rejects on a fatal error. */
+  handle(message: ConsumedMessage): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      let frame: QueuedFrame;
+      try {
+        frame = this.decode(message, resolve, reject);
+      } catch (err) {
+        const reason = invalidReason(err);
+        // Anything but a bad frame (a bug, a model the codec cannot feed) stops the worker.
+        if (reason === undefined) throw err;
+        this.counters.deadLetters++;
+        this.deps.log.debug({ reason, partition: message.partition, offset: message.offset }, "dead letter");
+        this.deps.deadLetters.publish(message, reason, (err as Error).message).then(resolve, reject);
+        return;
+      }
+      this.counters.frames++;
+      this.batcher.add(frame);
+    });
+  }
+
+  /** Shutdown: send partial batches now instead of lingering, and wait until every batch has run. */
+  async flush(): Promise<void> {
+    this.batcher.flush();
+    await this.batcher.idle();
+  }
+
+  private decode(message: ConsumedMessage, resolve: () => void, reject: (err: unknown) => void): QueuedFrame {
+    const frame = decodeFrame(message.value, message.headers, {
+      maxMessageBytes: this.config.maxMessageBytes,
+    });
+    const pixels = frameToModelInput(frame, this.deps.model.input);
+    return {
+      id: frame.id,
+      producedAt: frame.producedAt,
+      label: frame.label,
+      receivedAt: message.receivedAt,
+      pixels,
+      resolve,
+      reject,
+    };
+  }
+
+  /** Holds an inference slot only while the model works; publishing overlaps the next batch. */
+  private async runBatch(items: QueuedFrame[]): Promise<void> {
+    const pixels = new Uint8Array(items.length * this.frameSize);
+    items.forEach((f, i) => pixels.set(f.pixels, i * this.frameSize));
+    let outcomes: OutcomeColumns;
+    try {
+      outcomes = await this.deps.infer(
+        items.map((f) => f.id),
+        pixels,
+      );
+    } catch (err) {
+      for (const f of items) f.reject(err);
+      return;
+    }
+    this.counters.batches++;
+    void this.publish(items, outcomes);
+  }
+
+  private async publish(items: QueuedFrame[], outcomes: OutcomeColumns): Promise<void> {
+    try {
+      const now = Date.now();
+      const messages: Message[] = items.map((f, i) => {
+        const encoded: EncodedMessage = encodePrediction(
+          toPrediction(f, outcomes, i, this.deps.model, this.config.workerId, now),
+        );
+        return { key: f.id, value: encoded.value, headers: encoded.headers };
+      });
+      await this.deps.producer.send(this.config.predictionsTopic, messages);
+    } catch (err) {
+      for (const f of items) f.reject(err);
+      return;
+    }
+    this.counters.predictions += items.length;
+    for (const f of items) f.resolve();
+  }
+}

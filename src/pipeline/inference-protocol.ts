@@ -1,0 +1,76 @@
+/**
+ * Messages between the main thread and the inference thread. Pixel and
+ * outcome arrays travel as transferred ArrayBuffers (moved, not copied);
+ * only frame ids and small scalars are cloned.
+ */
+import type { CacheOptions } from "../cache/options.ts";
+import type { ErrorCode } from "../errors/index.ts";
+import { ERROR_CODES, LayercacheError } from "../errors/index.ts";
+
+/** `workerData` of the inference thread. */
+export interface InferenceInit {
+  modelDir: string;
+  intraOpThreads: number;
+  cacheEnabled: boolean;
+  cache: CacheOptions;
+  logLevel: string;
+  workerId: string;
+}
+
+/** What the main thread needs to know about the model the thread loaded. */
+export interface ModelInfo {
+  modelId: string;
+  classes: string[];
+  /** Model input, channels x height x width. */
+  input: { channels: number; height: number; width: number };
+  /** MACs of one frame through the whole backbone. */
+  fullMacs: number;
+}
+
+/** Per-frame outcomes of one batch, column by column, in the order of the batch's ids. */
+export interface OutcomeColumns {
+  label: Int32Array;
+  exit: Int32Array;
+  confidence: Float64Array;
+  macs: Float64Array;
+  computeMs: Float64Array;
+  headsVersion: Float64Array;
+  /** 1 when an exit was confident but the frame was audited. */
+  audited: Uint8Array;
+}
+
+export interface WireError {
+  code: ErrorCode;
+  message: string;
+  retriable: boolean;
+}
+
+export type ToInference =
+  /** `pixels`: count x channels x height x width bytes, planar, transferred. */
+  { type: "batch"; seq: number; ids: string[]; pixels: ArrayBuffer } | { type: "close" };
+
+export type FromInference =
+  | { type: "ready"; model: ModelInfo }
+  | { type: "result"; seq: number; outcomes: OutcomeColumns }
+  | { type: "failed"; seq: number; error: WireError }
+  /** The thread cannot go on (model failed to load, learning failed). */
+  | { type: "fatal"; error: WireError }
+  | { type: "closed" };
+
+export function outcomeBuffers(o: OutcomeColumns): ArrayBuffer[] {
+  return [o.label, o.exit, o.confidence, o.macs, o.computeMs, o.headsVersion, o.audited].map(
+    (a) => a.buffer as ArrayBuffer,
+  );
+}
+
+export function toWireError(err: unknown): WireError {
+  if (err instanceof LayercacheError)
+    return { code: err.code, message: err.message, retriable: err.retriable };
+  const message = err instanceof Error ? err.message : String(err);
+  return { code: "INTERNAL", message, retriable: false };
+}
+
+export function fromWireError(e: WireError, context: string): LayercacheError {
+  const code = ERROR_CODES.includes(e.code) ? e.code : "INTERNAL";
+  return new LayercacheError(code, `${context}: ${e.message}`, { retriable: e.retriable });
+}

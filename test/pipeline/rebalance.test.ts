@@ -1,0 +1,79 @@
+/**
+ * Rebalances with frames in flight: a second worker joins the group
+ * mid-stream (partitions move to it), then the first one stops (they all
+ * move back). Every frame must be answered at least once, and the group
+ * must commit every partition to its end (the test waits for exactly that,
+ * then checks that everything committed was answered). This is about the
+ * transport, so the cache is off.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Admin, Kafka } from "kafkajs";
+import { startWorker } from "../../src/pipeline/worker.ts";
+import type { RunningWorker } from "../../src/pipeline/worker.ts";
+import { testKafka } from "../helpers/services.ts";
+import type { TestTopics } from "./helpers.ts";
+import {
+  TopicCollector,
+  committedToEnd,
+  fashionFrames,
+  produce,
+  testTopics,
+  workerConfig,
+} from "./helpers.ts";
+
+const FRAMES = 3_000;
+
+describe("rebalance (two workers in process, cache off)", () => {
+  const kafka: Kafka = testKafka();
+  let admin: Admin;
+  let topics: TestTopics;
+
+  beforeAll(async () => {
+    admin = kafka.admin();
+    await admin.connect();
+    topics = await testTopics(admin, "rebalance", 4);
+  });
+
+  afterAll(async () => {
+    await topics?.drop();
+    await admin?.disconnect();
+  });
+
+  it("loses no frame when partitions move between workers mid-stream", async () => {
+    const frames = await fashionFrames("r", FRAMES);
+    await produce(
+      kafka,
+      topics.frames,
+      frames.map((f) => f.message),
+    );
+    const predictions = await new TopicCollector(kafka, topics.predictions).start();
+    const distinct = () => new Set(predictions.messages.map((m) => String(m.key))).size;
+    // A small window keeps frames in flight on every partition when the group changes.
+    const settings = { LAYERCACHE_CACHE: "false", LAYERCACHE_IN_FLIGHT_MAX_FRAMES: "128" };
+    const workers: RunningWorker[] = [];
+    try {
+      const first = await startWorker(workerConfig(topics, settings));
+      workers.push(first);
+      await predictions.until(() => distinct() >= 300);
+      const second = await startWorker(workerConfig(topics, settings));
+      workers.push(second);
+      await predictions.until(() => distinct() >= 1_500);
+      await first.stop();
+      await first.done;
+      await committedToEnd(admin, topics.group, topics.frames);
+      await predictions.caughtUp(admin);
+      await second.stop();
+      await second.done;
+    } finally {
+      await Promise.all(workers.map((w) => w.stop()));
+      await predictions.stop();
+    }
+
+    const ids = predictions.messages.map((m) => String(m.key));
+    expect(new Set(ids)).toEqual(new Set(frames.map((f) => f.id)));
+    process.stderr.write(
+      `[rebalance] ${ids.length} predictions for ${FRAMES} frames (${ids.length - FRAMES} duplicates); ` +
+        `answered by ${workers.map((w) => w.counters().predictions).join(" + ")}\n`,
+    );
+  }, 300_000);
+});
