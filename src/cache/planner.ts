@@ -33,6 +33,8 @@ export interface ExitCosts {
 /** Scores every calibration frame with one head. */
 export function scoreHead(head: ExitHead, set: CalibrationSet, exit: number): ExitScores {
   const n = set.size;
+  // After a drift alarm the set is empty: nothing to score.
+  if (n === 0) return { confidence: new Float32Array(0), label: new Int32Array(0) };
   const probs = new Float32Array(n * head.classes);
   head.predictBatch(set.features[exit]!.subarray(0, n * head.inputSize), n, probs);
   const confidence = new Float32Array(n);

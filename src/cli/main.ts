@@ -59,9 +59,8 @@ withConfigFlags(program.command("demo"))
     process.stdout.write(
       [
         "layercache demo: not available yet.",
-        "This release has the foundation only: typed config, the single-node Kafka broker",
-        "scripts (scripts/kafka/) and the service discovery used by the tests.",
-        "The worker, the producer and the live summary arrive with the Kafka worker.",
+        "The worker runs (layercache worker) and the cache benchmark runs (npm run bench);",
+        "the demo producer, the live predictions summary and the end-to-end demo come next.",
         "",
       ].join("\n"),
     );
