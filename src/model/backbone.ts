@@ -58,6 +58,10 @@ export class SegmentedBackbone {
       interOpNumThreads: 1,
       executionMode: "sequential",
       graphOptimizationLevel: "all",
+      // Eight sessions each with a spinning intra-op pool starve each other on
+      // two cores: bench/backbone measured chained segments 5-9x slower than
+      // the whole model at 2 threads with spinning on.
+      extra: { session: { intra_op: { allow_spinning: "0" } } },
     };
     const open = async (file: string, spec: Pick<SegmentSpec, "input" | "outputs">) => {
       let session: ort.InferenceSession;
