@@ -10,12 +10,17 @@
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Admin, Kafka } from "kafkajs";
+import { afterAll, describe, expect, it } from "vitest";
 import { ROOT } from "../setup/discovery.ts";
-import { testKafka } from "../helpers/services.ts";
 import type { TestTopics } from "./helpers.ts";
-import { TopicCollector, committedToEnd, fashionFrames, produce, testTopics, workerEnv } from "./helpers.ts";
+import {
+  TopicCollector,
+  committedToEnd,
+  fashionFrames,
+  pipelineFixture,
+  produce,
+  workerEnv,
+} from "./helpers.ts";
 
 const FIRST = 1_500;
 const SECOND = 1_000;
@@ -66,25 +71,18 @@ function startChild(topics: TestTopics, workerId: string): Child {
 }
 
 describe("crash safety (worker as a child process)", () => {
-  const kafka: Kafka = testKafka();
-  let admin: Admin;
-  let topics: TestTopics;
+  const fixture = pipelineFixture("crash", 4);
+  const kafka = fixture.kafka;
   const children: Child[] = [];
 
-  beforeAll(async () => {
-    admin = kafka.admin();
-    await admin.connect();
-    topics = await testTopics(admin, "crash", 4);
-  });
-
+  // Registered after the fixture, so it runs first: children go before their topics.
   afterAll(async () => {
     for (const c of children) c.process.kill("SIGKILL");
     await Promise.all(children.map((c) => c.exit));
-    await topics?.drop();
-    await admin?.disconnect();
   });
 
   it("answers every frame at least once across a SIGKILL and a restart", async () => {
+    const { admin, topics } = fixture;
     const first = await fashionFrames("c", FIRST);
     const second = await fashionFrames("c", SECOND, FIRST);
     await produce(

@@ -5,8 +5,8 @@
  * every good frame is still predicted. This test is about the transport, so
  * the cache is off (cacheEnabled false: every frame runs the backbone).
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Admin, Kafka, Message, RecordMetadata } from "kafkajs";
+import { describe, expect, it } from "vitest";
+import type { Message, RecordMetadata } from "kafkajs";
 import { PNG } from "pngjs";
 import { SCHEMA_HEADER } from "../../src/codec/envelope.ts";
 import type { FrameInvalidReason } from "../../src/codec/envelope.ts";
@@ -14,16 +14,14 @@ import { encodeFrame } from "../../src/codec/frame.ts";
 import { DLQ_HEADERS } from "../../src/transport/kafka/dead-letter.ts";
 import { startWorker } from "../../src/pipeline/worker.ts";
 import type { RunningWorker } from "../../src/pipeline/worker.ts";
-import { testKafka } from "../helpers/services.ts";
 import { rawFrameMessage } from "../codec/helpers.ts";
-import type { TestTopics } from "./helpers.ts";
 import {
   TopicCollector,
   committedToEnd,
   fashionFrames,
   headerText,
   produce,
-  testTopics,
+  pipelineFixture,
   workerConfig,
 } from "./helpers.ts";
 
@@ -113,22 +111,11 @@ function badMessages(): BadMessage[] {
 }
 
 describe("dead letters (worker in process, cache off)", () => {
-  const kafka: Kafka = testKafka();
-  let admin: Admin;
-  let topics: TestTopics;
-
-  beforeAll(async () => {
-    admin = kafka.admin();
-    await admin.connect();
-    topics = await testTopics(admin, "dlq", 4);
-  });
-
-  afterAll(async () => {
-    await topics?.drop();
-    await admin?.disconnect();
-  });
+  const fixture = pipelineFixture("dlq", 4);
+  const kafka = fixture.kafka;
 
   it("copies each bad message to the dead-letter topic with its reason, and predicts every good frame", async () => {
+    const { admin, topics } = fixture;
     const bad = badMessages();
     expect(new Set(bad.map((b) => b.kind)).size).toBe(10);
     const good = await fashionFrames("b", GOOD);

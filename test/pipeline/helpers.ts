@@ -9,7 +9,8 @@ import { encodeFrame } from "../../src/codec/frame.ts";
 import type { Config } from "../../src/config/index.ts";
 import { loadConfig } from "../../src/config/index.ts";
 import { testSplit } from "../helpers/model.ts";
-import { createTopics, kafkaBrokers, uniqueName } from "../helpers/services.ts";
+import { afterAll, beforeAll } from "vitest";
+import { createTopics, kafkaBrokers, testKafka, uniqueName } from "../helpers/services.ts";
 
 export interface TestTopics {
   frames: string;
@@ -185,4 +186,30 @@ export async function committedToEnd(admin: Admin, group: string, topic: string)
     if (ends.every((e) => e.low === e.high || at(e.partition) === e.high)) return;
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
+}
+
+export interface PipelineFixture {
+  kafka: Kafka;
+  /** Connected in beforeAll, disconnected in afterAll. */
+  admin: Admin;
+  /** Unique topics and group, created in beforeAll and deleted in afterAll. */
+  topics: TestTopics;
+}
+
+/**
+ * Registers the hooks every pipeline test file needs: an admin client and a
+ * fresh set of topics. Read `admin` and `topics` inside tests, not at describe time.
+ */
+export function pipelineFixture(prefix: string, partitions = 4): PipelineFixture {
+  const fixture = { kafka: testKafka() } as PipelineFixture;
+  beforeAll(async () => {
+    fixture.admin = fixture.kafka.admin();
+    await fixture.admin.connect();
+    fixture.topics = await testTopics(fixture.admin, prefix, partitions);
+  });
+  afterAll(async () => {
+    await fixture.topics?.drop();
+    await fixture.admin?.disconnect();
+  });
+  return fixture;
 }

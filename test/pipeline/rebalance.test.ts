@@ -6,40 +6,26 @@
  * then checks that everything committed was answered). This is about the
  * transport, so the cache is off.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Admin, Kafka } from "kafkajs";
+import { describe, expect, it } from "vitest";
 import { startWorker } from "../../src/pipeline/worker.ts";
 import type { RunningWorker } from "../../src/pipeline/worker.ts";
-import { testKafka } from "../helpers/services.ts";
-import type { TestTopics } from "./helpers.ts";
 import {
   TopicCollector,
   committedToEnd,
   fashionFrames,
   produce,
-  testTopics,
+  pipelineFixture,
   workerConfig,
 } from "./helpers.ts";
 
 const FRAMES = 3_000;
 
 describe("rebalance (two workers in process, cache off)", () => {
-  const kafka: Kafka = testKafka();
-  let admin: Admin;
-  let topics: TestTopics;
-
-  beforeAll(async () => {
-    admin = kafka.admin();
-    await admin.connect();
-    topics = await testTopics(admin, "rebalance", 4);
-  });
-
-  afterAll(async () => {
-    await topics?.drop();
-    await admin?.disconnect();
-  });
+  const fixture = pipelineFixture("rebalance", 4);
+  const kafka = fixture.kafka;
 
   it("loses no frame when partitions move between workers mid-stream", async () => {
+    const { admin, topics } = fixture;
     const frames = await fashionFrames("r", FRAMES);
     await produce(
       kafka,

@@ -3,44 +3,30 @@
  * Fashion-MNIST frames over 4 partitions in, exactly one prediction per frame
  * out. The cache runs with its default options.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Admin, Kafka } from "kafkajs";
+import { describe, expect, it } from "vitest";
 import { decodePrediction } from "../../src/codec/prediction.ts";
 import type { Prediction } from "../../src/codec/prediction.ts";
 import { loadManifest } from "../../src/model/manifest.ts";
 import { startWorker } from "../../src/pipeline/worker.ts";
 import type { RunningWorker } from "../../src/pipeline/worker.ts";
 import { MODEL_DIR } from "../helpers/model.ts";
-import { testKafka } from "../helpers/services.ts";
-import type { TestTopics } from "./helpers.ts";
 import {
   TopicCollector,
   committedToEnd,
   fashionFrames,
   produce,
-  testTopics,
+  pipelineFixture,
   workerConfig,
 } from "./helpers.ts";
 
 const FRAMES = 2_000;
 
 describe("pipeline worker (in process)", () => {
-  const kafka: Kafka = testKafka();
-  let admin: Admin;
-  let topics: TestTopics;
-
-  beforeAll(async () => {
-    admin = kafka.admin();
-    await admin.connect();
-    topics = await testTopics(admin, "worker", 4);
-  });
-
-  afterAll(async () => {
-    await topics?.drop();
-    await admin?.disconnect();
-  });
+  const fixture = pipelineFixture("worker", 4);
+  const kafka = fixture.kafka;
 
   it("answers each of 2,000 frames exactly once", async () => {
+    const { admin, topics } = fixture;
     const frames = await fashionFrames("a", FRAMES);
     await produce(
       kafka,
