@@ -8,7 +8,7 @@ import {
   wilsonLower,
 } from "../../src/cache/bounds.ts";
 import { erfc, logGamma, regularizedIncompleteBeta } from "../../src/cache/special.ts";
-import { LayercacheError } from "../../src/errors/index.ts";
+import { thrownBy } from "../helpers/errors.ts";
 
 /** Relative closeness, for values that span many orders of magnitude. */
 function expectRelClose(actual: number, expected: number, tolerance: number): void {
@@ -39,13 +39,7 @@ function referenceClopperPearson(k: number, n: number, confidence: number): numb
 }
 
 function codeOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(LayercacheError);
-    return (err as LayercacheError).code;
-  }
-  throw new Error("expected an error");
+  return thrownBy(fn).code;
 }
 
 describe("special functions", () => {

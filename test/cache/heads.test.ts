@@ -12,16 +12,10 @@ import {
 } from "../../src/cache/heads.ts";
 import { SeededRandom } from "../../src/cache/random.ts";
 import type { ErrorCode } from "../../src/errors/index.ts";
-import { LayercacheError } from "../../src/errors/index.ts";
+import { thrownBy } from "../helpers/errors.ts";
 
 function codeOf(fn: () => unknown): ErrorCode {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(LayercacheError);
-    return (err as LayercacheError).code;
-  }
-  throw new Error("expected an error");
+  return thrownBy(fn).code;
 }
 
 /** n rows of `size` features whose scales and offsets differ wildly, as pooled activations do. */

@@ -1,22 +1,14 @@
 /** Shared bits of the codec tests: bad messages built by hand and reason extraction. */
-import { expect } from "vitest";
 import type { FrameInvalidReason } from "../../src/codec/envelope.ts";
 import { SCHEMA_HEADER, invalidReason } from "../../src/codec/envelope.ts";
 import { frameSchema } from "../../src/codec/schemas.ts";
-import { LayercacheError } from "../../src/errors/index.ts";
+import { thrownBy } from "../helpers/errors.ts";
 
 export const LIMIT = { maxMessageBytes: 1 << 20 };
 
 /** The reason of the FRAME_INVALID error `fn` throws; fails the test if it throws nothing else. */
 export function reasonOf(fn: () => unknown): FrameInvalidReason | undefined {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(LayercacheError);
-    expect((err as LayercacheError).code).toBe("FRAME_INVALID");
-    return invalidReason(err);
-  }
-  throw new Error("expected a FRAME_INVALID error, nothing was thrown");
+  return invalidReason(thrownBy(fn, "FRAME_INVALID"));
 }
 
 export interface RawFrameFields {

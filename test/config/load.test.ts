@@ -1,16 +1,9 @@
 import { describe, expect, it } from "vitest";
 import { FIELDS, loadConfig, redactConfig } from "../../src/config/index.ts";
-import { LayercacheError } from "../../src/errors/index.ts";
+import { thrownBy } from "../helpers/errors.ts";
 
 function problem(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(LayercacheError);
-    expect((err as LayercacheError).code).toBe("CONFIG_INVALID");
-    return (err as Error).message;
-  }
-  throw new Error("expected the config to be rejected");
+  return thrownBy(fn, "CONFIG_INVALID").message;
 }
 
 describe("loadConfig", () => {

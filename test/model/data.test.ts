@@ -1,9 +1,9 @@
 import { gzipSync } from "node:zlib";
 import { describe, expect, it } from "vitest";
-import { LayercacheError } from "../../src/errors/index.ts";
 import { parseIdx } from "../../src/model/idx.ts";
 import { Preprocessor } from "../../src/model/preprocess.ts";
 import { testSplit } from "../helpers/model.ts";
+import { thrownBy } from "../helpers/errors.ts";
 
 const idx = (dims: number[], data: number[]) => {
   const head = Buffer.alloc(4 + 4 * dims.length);
@@ -37,15 +37,7 @@ describe("IDX reader", () => {
       Buffer.from([1, 0, 8, 1]),
       Buffer.from([0, 0, 0x0d, 1, 0, 0, 0, 0]),
       raw.subarray(0, -1),
-    ].map((b) => {
-      try {
-        parseIdx(b);
-      } catch (err) {
-        expect(err).toBeInstanceOf(LayercacheError);
-        return (err as Error).message;
-      }
-      return "accepted";
-    });
+    ].map((b) => thrownBy(() => parseIdx(b)).message);
     expect(reasons[0]).toMatch(/bad magic/);
     expect(reasons[1]).toMatch(/element type 0xd/);
     expect(reasons[2]).toMatch(/expected 6 data bytes, found 5/);

@@ -1,22 +1,14 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { LayercacheError } from "../../src/errors/index.ts";
 import { countMacs, countMacsInFile } from "../../src/model/macs.ts";
 import { INT64_MAX, int64s, model, node, tensor, weight } from "./fixtures/onnx.ts";
-
-const MODEL_DIR = join(fileURLToPath(new URL("../../", import.meta.url)), "models", "fashion-resnet18");
+import { thrownBy } from "../helpers/errors.ts";
+import { MODEL_DIR } from "../helpers/model.ts";
 
 function problem(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(LayercacheError);
-    expect((err as LayercacheError).code).toBe("MANIFEST_INVALID");
-    return (err as Error).message;
-  }
-  throw new Error("expected the model to be rejected");
+  return thrownBy(fn, "MANIFEST_INVALID").message;
 }
 
 describe("countMacs on Conv", () => {

@@ -2,10 +2,10 @@ import { mkdtempSync, readFileSync, symlinkSync, writeFileSync, readdirSync } fr
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { LayercacheError } from "../../src/errors/index.ts";
 import { SegmentedBackbone } from "../../src/model/backbone.ts";
 import { loadManifest, validateManifest } from "../../src/model/manifest.ts";
 import { MODEL_DIR } from "../helpers/model.ts";
+import { thrownBy } from "../helpers/errors.ts";
 
 type Json = Record<string, unknown> & {
   segments: Record<string, unknown>[];
@@ -15,14 +15,7 @@ const original = JSON.parse(readFileSync(join(MODEL_DIR, "manifest.json"), "utf8
 const copy = (): Json => structuredClone(original);
 
 function rejection(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(LayercacheError);
-    expect((err as LayercacheError).code).toBe("MANIFEST_INVALID");
-    return (err as Error).message;
-  }
-  throw new Error("expected the manifest to be rejected");
+  return thrownBy(fn, "MANIFEST_INVALID").message;
 }
 
 /** A model folder whose files link to the real ones, with a manifest of our own. */
