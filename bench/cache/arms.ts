@@ -8,6 +8,7 @@ import type { CacheOptionsInput } from "../../src/cache/options.ts";
 import { cacheOptions } from "../../src/cache/options.ts";
 import type { SegmentedBackbone } from "../../src/model/backbone.ts";
 import type { Progress } from "../lib/progress.ts";
+import { argmax } from "../../src/cache/head-math.ts";
 
 export interface Stream {
   /** Normalised inputs in stream order, frameSize floats each. */
@@ -59,8 +60,7 @@ export async function runBackboneArm(
     const ms = performance.now() - t0;
     computeMs += ms;
     for (let i = 0; i < n; i++) {
-      let best = 0;
-      for (let c = 1; c < classes; c++) if (logits[i * classes + c]! > logits[i * classes + best]!) best = c;
+      const best = argmax(logits, i * classes, classes);
       frames.push({
         label: best,
         exit: -1,

@@ -4,6 +4,7 @@ import type { SegmentedBackbone } from "../../src/model/backbone.ts";
 import type { LatencySummary } from "../lib/stats.ts";
 import { summarize } from "../lib/stats.ts";
 import type { ArmResult, FrameRecord, Stream } from "./arms.ts";
+import { argmax } from "../../src/cache/head-math.ts";
 
 export interface Figures {
   frames: number;
@@ -97,8 +98,7 @@ export async function oracleMacsSavedPct(
         const p = probs[e];
         if (!p) continue;
         headCost += heads[e]!.macs();
-        let best = 0;
-        for (let c = 1; c < classes; c++) if (p[i * classes + c]! > p[i * classes + best]!) best = c;
+        const best = argmax(p, i * classes, classes);
         if (best === backboneLabels[s + i]) {
           cost = cumulative[e]!;
           break;

@@ -14,6 +14,7 @@ import { elements } from "../model/manifest.ts";
 import { SeededRandom } from "./random.ts";
 import type { CacheSnapshot } from "./state.ts";
 import type { ShadowAudit } from "./audit.ts";
+import { argmax } from "./head-math.ts";
 
 export const BACKBONE_EXIT = -1;
 
@@ -163,10 +164,7 @@ export class CacheEngine {
     const leaving = new Set<number>();
     for (let row = 0; row < m; row++) {
       const f = active[row]!;
-      let best = 0;
-      for (let c = 1; c < this.classes; c++) {
-        if (this.probs[row * this.classes + c]! > this.probs[row * this.classes + best]!) best = c;
-      }
+      const best = argmax(this.probs, row * this.classes, this.classes);
       const conf = this.probs[row * this.classes + best]!;
       const frame = out[f]!;
       // Held-out and audited frames run to the end and take the backbone's answer.
@@ -194,8 +192,7 @@ export class CacheEngine {
     const auditedAt = new Map(audits.map((a) => [a.frame, a]));
     active.forEach((f, row) => {
       const frameLogits = logits.subarray(row * c, (row + 1) * c);
-      let best = 0;
-      for (let k = 1; k < c; k++) if (frameLogits[k]! > frameLogits[best]!) best = k;
+      const best = argmax(frameLogits, 0, c);
       let sum = 0;
       for (let k = 0; k < c; k++) sum += Math.exp(frameLogits[k]! - frameLogits[best]!);
       const frame = out[f]!;

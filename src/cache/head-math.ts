@@ -5,6 +5,13 @@
  */
 import { LayercacheError } from "../errors/index.ts";
 
+/** Index of the largest of `values[offset .. offset + length)`; the first one on ties. */
+export function argmax(values: ArrayLike<number>, offset: number, length: number): number {
+  let best = 0;
+  for (let i = 1; i < length; i++) if (values[offset + i]! > values[offset + best]!) best = i;
+  return best;
+}
+
 /**
  * Class probabilities softmax(logits / temperature) into `out`, for turning
  * backbone logits into soft distillation targets. Temperatures above 1 flatten

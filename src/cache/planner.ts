@@ -7,6 +7,7 @@
 import type { CalibrationOutcome, CalibrationSet, CalibrationTarget, ExitScores } from "./calibration.ts";
 import { calibrateExit } from "./calibration.ts";
 import type { ExitHead } from "./heads.ts";
+import { argmax } from "./head-math.ts";
 
 export interface ExitDecision {
   exit: number;
@@ -40,9 +41,7 @@ export function scoreHead(head: ExitHead, set: CalibrationSet, exit: number): Ex
   const confidence = new Float32Array(n);
   const label = new Int32Array(n);
   for (let f = 0; f < n; f++) {
-    let best = 0;
-    for (let c = 1; c < head.classes; c++)
-      if (probs[f * head.classes + c]! > probs[f * head.classes + best]!) best = c;
+    const best = argmax(probs, f * head.classes, head.classes);
     label[f] = best;
     confidence[f] = probs[f * head.classes + best]!;
   }

@@ -18,6 +18,7 @@ import { planExits } from "./planner.ts";
 import { SeededRandom } from "./random.ts";
 import { ReplayBuffer } from "./replay.ts";
 import type { CacheSnapshot } from "./state.ts";
+import { argmax } from "./head-math.ts";
 
 export interface TrainerStats {
   examples: number;
@@ -75,9 +76,7 @@ export class HeadTrainer implements CacheObserver {
 
   onBackboneFrame(features: readonly Float32Array[], logits: Float32Array, heldOut: boolean): void {
     if (heldOut) {
-      let best = 0;
-      for (let c = 1; c < this.classes; c++) if (logits[c]! > logits[best]!) best = c;
-      this.calibration.add(features, best);
+      this.calibration.add(features, argmax(logits, 0, this.classes));
       this.stats.heldOut++;
     } else {
       softmaxWithTemperature(logits, this.options.temperature, this.target);

@@ -10,6 +10,7 @@ import {
   SoftmaxRegression,
   softmaxWithTemperature,
 } from "../../src/cache/heads.ts";
+import { argmax } from "../../src/cache/head-math.ts";
 import { SeededRandom } from "../../src/cache/random.ts";
 import type { ErrorCode } from "../../src/errors/index.ts";
 import { thrownBy } from "../helpers/errors.ts";
@@ -116,11 +117,7 @@ function accuracy(head: ExitHead, features: Float32Array, labels: Int32Array): n
   head.predictBatch(features, n, probs);
   let correct = 0;
   for (let r = 0; r < n; r++) {
-    let best = 0;
-    for (let c = 1; c < head.classes; c++) {
-      if ((probs[r * head.classes + c] as number) > (probs[r * head.classes + best] as number)) best = c;
-    }
-    if (best === labels[r]) correct++;
+    if (argmax(probs, r * head.classes, head.classes) === labels[r]) correct++;
   }
   return correct / n;
 }

@@ -1,5 +1,6 @@
 /** The bundled backbone and test split, as tests and benchmarks load them. */
 import { join } from "node:path";
+export { argmax } from "../../src/cache/head-math.ts";
 import { loadIdxDataset } from "../../src/model/idx.ts";
 import type { LabelledImages } from "../../src/model/idx.ts";
 import { ROOT } from "../setup/discovery.ts";
@@ -12,10 +13,4 @@ let cached: Promise<LabelledImages> | undefined;
 export function testSplit(): Promise<LabelledImages> {
   cached ??= loadIdxDataset(DATA_DIR, "t10k");
   return cached;
-}
-
-export function argmax(values: Float32Array, offset: number, length: number): number {
-  let best = 0;
-  for (let i = 1; i < length; i++) if (values[offset + i]! > values[offset + best]!) best = i;
-  return best;
 }
