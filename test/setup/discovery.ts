@@ -46,17 +46,23 @@ function hostPort(address: string, defaultPort: number): [string, number] {
   return [m[1], m[2] ? Number(m[2]) : defaultPort];
 }
 
-async function containerRuntimeAnswers(): Promise<boolean> {
-  try {
-    const { getContainerRuntimeClient } = await import("testcontainers");
-    await Promise.race([
-      getContainerRuntimeClient(),
-      new Promise((_, reject) => setTimeout(() => reject(new Error("timeout")), 10_000)),
-    ]);
-    return true;
-  } catch {
-    return false;
-  }
+let runtimeAnswer: Promise<boolean> | undefined;
+
+/** Asked once per process: Kafka and Redis discovery would otherwise each wait up to 10 s. */
+function containerRuntimeAnswers(): Promise<boolean> {
+  runtimeAnswer ??= (async () => {
+    try {
+      const { getContainerRuntimeClient } = await import("testcontainers");
+      await Promise.race([
+        getContainerRuntimeClient(),
+        new Promise((_, reject) => setTimeout(() => reject(new Error("timeout")), 10_000)),
+      ]);
+      return true;
+    } catch {
+      return false;
+    }
+  })();
+  return runtimeAnswer;
 }
 
 export async function findKafka(env = process.env, tried: string[] = []): Promise<FoundService | undefined> {
