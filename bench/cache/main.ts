@@ -1,5 +1,5 @@
 /**
- * npm run bench -- [--frames N] [--batch B] [--head softmax|mlp] [--json] [--plot FILE]
+ * npm run bench -- [--frames N] [--batch B] [--head softmax|mlp] [--set option=value ...] [--json] [--plot FILE]
  *
  * Replays the Fashion-MNIST test split as a stream (seeded shuffle, cold
  * start, labels never shown to the engine) through the backbone alone and
@@ -10,6 +10,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Command } from "commander";
 import type { CacheOptionsInput } from "../../src/cache/options.ts";
+import { cacheOptions } from "../../src/cache/options.ts";
 import { SeededRandom } from "../../src/cache/random.ts";
 import { SegmentedBackbone } from "../../src/model/backbone.ts";
 import { loadIdxDataset } from "../../src/model/idx.ts";
@@ -31,6 +32,10 @@ const cli = new Command("bench-cache")
   .option("--target <p>", "target agreement", "0.99")
   .option("--threads <n>", "onnxruntime intra-op threads", "1")
   .option("--seed <n>", "stream order and engine seed", "1")
+  .option(
+    "--set <option=value...>",
+    "override any cache option (src/cache/options.ts), e.g. --set auditRate=0.05",
+  )
   .option("--json", "print one JSON object instead of tables")
   .option("--plot <file>", "also sweep the target 0.95..0.999 and draw agreement against MACs saved (SVG)")
   .parse();
@@ -41,6 +46,7 @@ const opt = cli.opts<{
   target: string;
   threads: string;
   seed: string;
+  set?: string[];
   json?: boolean;
   plot?: string;
 }>();
@@ -68,11 +74,12 @@ async function main(): Promise<void> {
     frameSize: pre.frameSize,
     count,
   };
-  const options: CacheOptionsInput = {
+  const options: CacheOptionsInput = cacheOptions({
     headKind: opt.head as "softmax" | "mlp",
     targetAgreement: Number(opt.target),
     seed: Number(opt.seed),
-  };
+    ...overrides(opt.set ?? []),
+  });
 
   log(
     `model ${model.manifest.modelId}, ${count} frames, batch ${batch}, ${opt.threads} thread(s), head ${opt.head}`,
@@ -217,6 +224,24 @@ async function main(): Promise<void> {
   );
   log(`backbone answered ${pct(100 * whole.exitShare.backbone!)} of frames`);
   if (opt.plot) log(`\nplot written to ${opt.plot}`);
+}
+
+/** `--set name=value` pairs as cache options (values parsed as JSON where they can be). */
+function overrides(pairs: readonly string[]): Record<string, unknown> {
+  return Object.fromEntries(
+    pairs.map((pair) => {
+      const at = pair.indexOf("=");
+      if (at <= 0) throw new Error(`--set ${pair}: expected option=value`);
+      const raw = pair.slice(at + 1);
+      let value: unknown = raw;
+      try {
+        value = JSON.parse(raw);
+      } catch {
+        // Not JSON: keep the string (enum options such as boundMethod=wilson).
+      }
+      return [pair.slice(0, at), value];
+    }),
+  );
 }
 
 function summarise(

@@ -1,7 +1,8 @@
 /**
- * The early-exit engine. Takes a micro-batch of frames and runs it segment by
- * segment; at each open exit the head answers for frames it is confident
- * about, which leave the batch, and the rest continue. Frames that reach the
+ * The early-exit engine. Takes a micro-batch of frames and runs it from open
+ * exit to open exit (the segments in between fused into one onnxruntime
+ * session, see model/spans.ts); at each open exit the head answers for frames
+ * it is confident about, which leave the batch, and the rest continue. Frames that reach the
  * end are answered by the backbone and become training or calibration
  * examples for the heads.
  *
@@ -10,6 +11,7 @@
  */
 import { LayercacheError } from "../errors/index.ts";
 import type { SegmentedBackbone } from "../model/backbone.ts";
+import type { SpanRange } from "../model/spans.ts";
 import { elements } from "../model/manifest.ts";
 import { SeededRandom } from "./random.ts";
 import type { CacheSnapshot } from "./state.ts";
@@ -68,6 +70,7 @@ export class CacheEngine {
     this.segmentMacs = backbone.manifest.segments.map((s) => s.macs);
     this.classes = backbone.manifest.classes.length;
     this.frameSize = elements(backbone.manifest.input.shape);
+    backbone.prepareSpans(this.ranges(snapshot));
   }
 
   /** Swaps in a newer snapshot; takes effect from the next batch. */
@@ -75,7 +78,35 @@ export class CacheEngine {
     if (snapshot.modelId !== this.backbone.manifest.modelId) {
       throw new LayercacheError("STATE_INVALID", `snapshot is for model ${snapshot.modelId}`);
     }
-    if (snapshot.version > this.snapshot.version) this.snapshot = snapshot;
+    if (snapshot.version <= this.snapshot.version) return;
+    this.snapshot = snapshot;
+    this.backbone.prepareSpans(this.ranges(snapshot));
+  }
+
+  /**
+   * The backbone cut at the open exits only: one fused span from each open
+   * exit to the next, so a closed exit costs no extra onnxruntime call.
+   */
+  private ranges(snap: CacheSnapshot): SpanRange[] {
+    const cuts = this.options.cacheEnabled
+      ? snap.decisions
+          .filter((d) => d.open && snap.heads[d.exit])
+          .map((d) => this.backbone.manifest.exits[d.exit]!.afterSegment)
+          .sort((a, b) => a - b)
+      : [];
+    const ranges: SpanRange[] = [];
+    let first = 0;
+    for (const cut of [...cuts, this.backbone.segmentCount - 1]) {
+      ranges.push({ first, last: cut });
+      first = cut + 1;
+    }
+    return ranges;
+  }
+
+  private spanMacs(range: SpanRange): number {
+    let macs = 0;
+    for (let s = range.first; s <= range.last; s++) macs += this.segmentMacs[s]!;
+    return macs;
   }
 
   get version(): number {
@@ -111,21 +142,22 @@ export class CacheEngine {
     const kept: { rows: Map<number, number>; features: Float32Array; size: number }[] = [];
     const audits: { frame: number; exit: number; label: number }[] = [];
 
-    for (let s = 0; s < this.backbone.segmentCount; s++) {
+    for (const range of this.ranges(snap)) {
       const t0 = performance.now();
-      const result = await this.backbone.runSegment(s, x, active.length);
-      this.charge(out, active, performance.now() - t0, this.segmentMacs[s]!);
-      const exit = this.backbone.exitAfterSegment(s);
-      if (exit < 0) {
-        if (result.logits) this.finish(out, active, result.logits, kept, audits);
-        continue;
+      const result = await this.backbone.runSpan(range, x, active.length);
+      this.charge(out, active, performance.now() - t0, this.spanMacs(range));
+      const rows = new Map(active.map((f, row) => [f, row]));
+      for (const [exit, features] of result.features) {
+        kept[exit] = { rows, features, size: features.length / active.length };
       }
-      const features = result.features!;
-      const size = features.length / active.length;
-      kept[exit] = { rows: new Map(active.map((f, row) => [f, row])), features, size };
-      const leaving = this.options.cacheEnabled
-        ? this.tryExit(exit, out, active, features, size, audits)
-        : null;
+      if (result.logits) {
+        this.finish(out, active, result.logits, kept, audits);
+        break;
+      }
+      // The span ends at an open exit: its head answers for the frames it is sure of.
+      const exit = this.backbone.exitAfterSegment(range.last);
+      const { features, size } = kept[exit]!;
+      const leaving = this.tryExit(exit, out, active, features, size, audits);
       if (leaving && leaving.size > 0) {
         const t1 = performance.now();
         const rowSize = result.activation!.length / active.length;

@@ -13,7 +13,7 @@ export const cacheOptionsSchema = z.strictObject({
   /** Share of early-exited frames also run through the whole backbone. */
   auditRate: z.number().min(0).max(1).default(0.02),
   /** Head kind at every exit. */
-  headKind: z.enum(["softmax", "mlp"]).default("softmax"),
+  headKind: z.enum(["softmax", "mlp"]).default("mlp"),
   /** Hidden units of the MLP head. */
   mlpHidden: z.number().int().min(4).max(1024).default(64),
   /** Temperature applied to the backbone's logits to make the heads' soft targets. */
@@ -23,18 +23,18 @@ export const cacheOptionsSchema = z.strictObject({
   /** Mini-batch size of a head update. */
   trainBatch: z.number().int().min(1).max(4096).default(64),
   /** Mini-batch updates per new training example (off the per-frame path). */
-  stepsPerExample: z.number().min(0).max(8).default(0.25),
+  stepsPerExample: z.number().min(0).max(8).default(0.5),
   /**
    * Share of incoming frames held out for calibration: they run the whole
    * backbone, answer with its label, and are never trained on. While no exit
    * is open every frame runs the backbone anyway, so the warm-up share is free.
    */
-  calibrationRate: z.number().min(0).max(1).default(0.03),
-  warmupCalibrationRate: z.number().min(0).max(1).default(0.3),
+  calibrationRate: z.number().min(0).max(1).default(0.1),
+  warmupCalibrationRate: z.number().min(0).max(1).default(0.5),
   /** Held-out frames kept for calibration (newest win). */
-  calibrationCapacity: z.number().int().min(100).max(100_000).default(3000),
+  calibrationCapacity: z.number().int().min(100).max(100_000).default(5000),
   /** Re-calibrate (and publish a new heads version) after this many new examples. */
-  publishEvery: z.number().int().min(1).max(100_000).default(100),
+  publishEvery: z.number().int().min(1).max(100_000).default(200),
   /** Recent audits per exit that the drift check looks at. */
   auditWindow: z.number().int().min(10).max(100_000).default(200),
   /** Significance of the drift alarm: agreement below target at this level closes the exit. */

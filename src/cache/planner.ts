@@ -31,20 +31,37 @@ export interface ExitCosts {
   overheadMacs: number;
 }
 
-/** Scores every calibration frame with one head. */
-export function scoreHead(head: ExitHead, set: CalibrationSet, exit: number): ExitScores {
+/**
+ * Scores the calibration frames marked in `reaching` (all of them if absent)
+ * with one head; frames not scored get confidence -1, below every threshold.
+ */
+export function scoreHead(
+  head: ExitHead,
+  set: CalibrationSet,
+  exit: number,
+  reaching?: Uint8Array,
+): ExitScores {
   const n = set.size;
+  const d = head.inputSize;
+  const rows: number[] = [];
+  for (let f = 0; f < n; f++) if (!reaching || reaching[f]) rows.push(f);
+  const confidence = new Float32Array(n).fill(-1);
+  const label = new Int32Array(n).fill(-1);
   // After a drift alarm the set is empty: nothing to score.
-  if (n === 0) return { confidence: new Float32Array(0), label: new Int32Array(0) };
-  const probs = new Float32Array(n * head.classes);
-  head.predictBatch(set.features[exit]!.subarray(0, n * head.inputSize), n, probs);
-  const confidence = new Float32Array(n);
-  const label = new Int32Array(n);
-  for (let f = 0; f < n; f++) {
-    const best = argmax(probs, f * head.classes, head.classes);
-    label[f] = best;
-    confidence[f] = probs[f * head.classes + best]!;
+  if (rows.length === 0) return { confidence, label };
+  const all = set.features[exit]!;
+  let features = all.subarray(0, n * d);
+  if (rows.length < n) {
+    features = new Float32Array(rows.length * d);
+    rows.forEach((f, i) => features.set(all.subarray(f * d, (f + 1) * d), i * d));
   }
+  const probs = new Float32Array(rows.length * head.classes);
+  head.predictBatch(features, rows.length, probs);
+  rows.forEach((f, i) => {
+    const best = argmax(probs, i * head.classes, head.classes);
+    label[f] = best;
+    confidence[f] = probs[i * head.classes + best]!;
+  });
   return { confidence, label };
 }
 
@@ -72,7 +89,7 @@ export function planExits(
     if (!head) return closed("no head trained yet");
     if (forcedClosed.has(exit))
       return closed("closed by the shadow audit (drift); waiting for fresh calibration");
-    const scores = scoreHead(head, set, exit);
+    const scores = scoreHead(head, set, exit, reaching);
     const cal = calibrateExit(scores, labels, reaching, target);
     if (cal.threshold === undefined) {
       const why =

@@ -6,11 +6,14 @@
  * onnxruntime-node's `run()` executes on the calling thread; callers that must
  * stay responsive (the Kafka worker) run this class inside a worker thread.
  */
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import ort from "onnxruntime-node";
 import { LayercacheError } from "../errors/index.ts";
 import type { Manifest, SegmentSpec } from "./manifest.ts";
 import { ACTIVATION, LOGITS, elements, loadManifest } from "./manifest.ts";
+import type { SpanRange } from "./spans.ts";
+import { buildSpan, spanFeatureName } from "./spans.ts";
 
 export interface RuntimeOptions {
   /** Threads onnxruntime may use inside one operator. */
@@ -28,6 +31,15 @@ export interface SegmentResult {
   logits?: Float32Array;
 }
 
+export interface SpanResult {
+  /** Input of the segment after the span (absent if the span ends the network). */
+  activation?: Float32Array;
+  /** Class logits, if the span ends the network. */
+  logits?: Float32Array;
+  /** Pooled features of every exit inside the span, by exit index. */
+  features: Map<number, Float32Array>;
+}
+
 export class SegmentedBackbone {
   readonly manifest: Manifest;
   readonly dir: string;
@@ -35,17 +47,23 @@ export class SegmentedBackbone {
   private readonly full: ort.InferenceSession | undefined;
   /** exitAfter[s] = exit index after segment s, or -1. */
   private readonly exitAfter: number[];
+  private readonly sessionOptions: ort.InferenceSession.SessionOptions;
+  /** Fused spans, built on first use (see spans.ts), by "first-last". */
+  private readonly spans = new Map<string, Promise<ort.InferenceSession>>();
+  private spanSources: Promise<{ segments: Uint8Array[]; weights: Uint8Array }> | undefined;
 
   private constructor(
     dir: string,
     manifest: Manifest,
     sessions: ort.InferenceSession[],
     full: ort.InferenceSession | undefined,
+    sessionOptions: ort.InferenceSession.SessionOptions,
   ) {
     this.dir = dir;
     this.manifest = manifest;
     this.sessions = sessions;
     this.full = full;
+    this.sessionOptions = sessionOptions;
     this.exitAfter = manifest.segments.map((s) =>
       manifest.exits.findIndex((e) => e.afterSegment === s.index),
     );
@@ -76,7 +94,7 @@ export class SegmentedBackbone {
     const sessions = [];
     for (const s of manifest.segments) sessions.push(await open(s.file, s));
     const full = options.loadFull === false ? undefined : await open(manifest.full.file, manifest.full);
-    return new SegmentedBackbone(dir, manifest, sessions, full);
+    return new SegmentedBackbone(dir, manifest, sessions, full, sessionOptions);
   }
 
   get segmentCount(): number {
@@ -128,6 +146,58 @@ export class SegmentedBackbone {
     return { result, features };
   }
 
+  /**
+   * Starts building the sessions of these spans in the background, so that
+   * the first batch to need one does not wait for it.
+   */
+  prepareSpans(ranges: readonly SpanRange[]): void {
+    for (const r of ranges) this.spanSession(r).catch(() => undefined);
+  }
+
+  /** Runs segments [first, last] as one fused session (see spans.ts). */
+  async runSpan(range: SpanRange, input: Float32Array, n: number): Promise<SpanResult> {
+    const session = await this.spanSession(range);
+    const spec = this.manifest.segments[range.first]!;
+    const outputs = await run(session, spec.input.name, spec.input.shape, input, n);
+    const features = new Map<number, Float32Array>();
+    this.manifest.exits.forEach((e, exit) => {
+      if (e.afterSegment >= range.first && e.afterSegment <= range.last) {
+        features.set(exit, outputs[spanFeatureName(exit)]!);
+      }
+    });
+    return { activation: outputs[ACTIVATION], logits: outputs[LOGITS], features };
+  }
+
+  private spanSession(range: SpanRange): Promise<ort.InferenceSession> {
+    const key = `${range.first}-${range.last}`;
+    let session = this.spans.get(key);
+    if (!session) {
+      session = this.createSpan(range);
+      this.spans.set(key, session);
+    }
+    return session;
+  }
+
+  private async createSpan(range: SpanRange): Promise<ort.InferenceSession> {
+    this.spanSources ??= (async () => ({
+      segments: await Promise.all(this.manifest.segments.map((s) => readFile(join(this.dir, s.file)))),
+      weights: this.manifest.weights
+        ? await readFile(join(this.dir, this.manifest.weights))
+        : new Uint8Array(0),
+    }))();
+    const { segments, weights } = await this.spanSources;
+    const bytes = buildSpan(this.manifest, segments, weights, range);
+    try {
+      return await ort.InferenceSession.create(bytes, this.sessionOptions);
+    } catch (err) {
+      throw new LayercacheError(
+        "MODEL_RUNTIME",
+        `segments ${range.first}-${range.last}: onnxruntime could not load the fused span`,
+        { cause: err },
+      );
+    }
+  }
+
   /** The whole network in one session: the cache-off baseline. */
   async runFull(input: Float32Array, n: number): Promise<Float32Array> {
     if (!this.full) throw new LayercacheError("INTERNAL", "full model not loaded (loadFull: false)");
@@ -137,7 +207,12 @@ export class SegmentedBackbone {
   }
 
   async close(): Promise<void> {
-    await Promise.all([...this.sessions, ...(this.full ? [this.full] : [])].map((s) => s.release()));
+    const spans = await Promise.allSettled(this.spans.values());
+    const built = spans.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));
+    this.spans.clear();
+    await Promise.all(
+      [...this.sessions, ...(this.full ? [this.full] : []), ...built].map((s) => s.release()),
+    );
   }
 }
 

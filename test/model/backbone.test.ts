@@ -42,6 +42,30 @@ describe("SegmentedBackbone", () => {
     expect(Array.from(suffix.result.logits!)).toEqual(Array.from(whole.result.logits!));
   });
 
+  it("fuses segments into spans that give the chain's activations, features and logits", async () => {
+    const data = await testSplit();
+    const n = 16;
+    const x = pre.normalise(data.images.subarray(0, n * pre.frameSize), n);
+    const chain = await model.runSegments(0, model.segmentCount, x, n);
+    const last = model.segmentCount - 1;
+    // Cut after segments 0 and 3, as the engine does when exits 0 and 3 are open.
+    const a = await model.runSpan({ first: 0, last: 0 }, x, n);
+    const b = await model.runSpan({ first: 1, last: 3 }, a.activation!, n);
+    const c = await model.runSpan({ first: 4, last }, b.activation!, n);
+    expect(a.logits).toBeUndefined();
+    expect(b.activation).toHaveLength(n * 64 * 14 * 14);
+    const worst = (p: Float32Array, q: Float32Array) =>
+      p.reduce((w, v, i) => Math.max(w, Math.abs(v - q[i]!)), 0);
+    expect(worst(c.logits!, chain.result.logits!)).toBeLessThan(1e-4);
+    // Each span hands out the features of exactly the exits inside it.
+    expect([...a.features.keys()]).toEqual([0]);
+    expect([...b.features.keys()]).toEqual([1, 2, 3]);
+    expect([...c.features.keys()]).toEqual([4, 5, 6]);
+    for (const span of [a, b, c]) {
+      for (const [exit, f] of span.features) expect(worst(f, chain.features.get(exit)!)).toBeLessThan(1e-5);
+    }
+  });
+
   it("reproduces the manifest's test accuracy over all 10,000 test images", async () => {
     const data = await testSplit();
     const batch = 500;
