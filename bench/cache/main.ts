@@ -28,7 +28,7 @@ const ROOT = join(import.meta.dirname, "..", "..");
 const cli = new Command("bench-cache")
   .option("--frames <n>", "frames to stream (at most 10000)", "10000")
   .option("--batch <n>", "frames per engine call (1 = per-frame latency)", "1")
-  .option("--head <kind>", "exit head: softmax or mlp", "softmax")
+  .option("--head <kind>", "exit head: softmax or mlp", cacheOptions().headKind)
   .option("--target <p>", "target agreement", "0.99")
   .option("--threads <n>", "onnxruntime intra-op threads", "1")
   .option("--seed <n>", "stream order and engine seed", "1")

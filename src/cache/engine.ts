@@ -20,6 +20,18 @@ import { argmax } from "./head-math.ts";
 
 export const BACKBONE_EXIT = -1;
 
+/** One exit's features for a batch, and which row belongs to which frame. */
+interface KeptFeatures {
+  rows: Map<number, number>;
+  features: Float32Array;
+  size: number;
+}
+
+function rowOf(k: KeptFeatures, frame: number): Float32Array {
+  const r = k.rows.get(frame)!;
+  return k.features.subarray(r * k.size, (r + 1) * k.size);
+}
+
 export interface FrameOutcome {
   id: string;
   label: number;
@@ -41,6 +53,8 @@ export interface FrameOutcome {
 export interface CacheObserver {
   /** `features[e]` are the frame's pooled features at exit e; `logits` the backbone's. */
   onBackboneFrame(features: readonly Float32Array[], logits: Float32Array, heldOut: boolean): void;
+  /** A frame left through an open exit: `features[e]` for the exits before it, `probs` the answering head's. */
+  onEarlyExit(features: readonly Float32Array[], probs: Float32Array): void;
 }
 
 export interface EngineOptions {
@@ -139,7 +153,7 @@ export class CacheEngine {
     // Frames still in the batch, by position in `out`; their rows in `x`.
     let active = Array.from({ length: n }, (_, i) => i);
     let x = input;
-    const kept: { rows: Map<number, number>; features: Float32Array; size: number }[] = [];
+    const kept: KeptFeatures[] = [];
     const audits: { frame: number; exit: number; label: number }[] = [];
 
     for (const range of this.ranges(snap)) {
@@ -159,6 +173,7 @@ export class CacheEngine {
       const { features, size } = kept[exit]!;
       const leaving = this.tryExit(exit, out, active, features, size, audits);
       if (leaving && leaving.size > 0) {
+        this.teach(exit, leaving, kept);
         const t1 = performance.now();
         const rowSize = result.activation!.length / active.length;
         const staying = active.map((f, row) => [f, row] as const).filter(([f]) => !leaving.has(f));
@@ -213,11 +228,23 @@ export class CacheEngine {
     return leaving;
   }
 
+  /** Hands the frames leaving at `exit` to the observer with their features at the exits before it. */
+  private teach(exit: number, leaving: Set<number>, kept: KeptFeatures[]): void {
+    if (exit === 0) return;
+    const c = this.classes;
+    const here = kept[exit]!;
+    for (const f of leaving) {
+      const row = here.rows.get(f)!;
+      const features = kept.slice(0, exit).map((k) => rowOf(k, f));
+      this.observer.onEarlyExit(features, this.probs.subarray(row * c, (row + 1) * c));
+    }
+  }
+
   private finish(
     out: FrameOutcome[],
     active: number[],
     logits: Float32Array,
-    kept: { rows: Map<number, number>; features: Float32Array; size: number }[],
+    kept: KeptFeatures[],
     audits: { frame: number; exit: number; label: number }[],
   ): void {
     const c = this.classes;
@@ -233,10 +260,7 @@ export class CacheEngine {
       frame.exit = BACKBONE_EXIT;
       const audit = auditedAt.get(f);
       if (audit) this.audit.record(audit.exit, audit.label === best);
-      const features = kept.map((k) => {
-        const r = k.rows.get(f)!;
-        return k.features.subarray(r * k.size, (r + 1) * k.size);
-      });
+      const features = kept.map((k) => rowOf(k, f));
       this.observer.onBackboneFrame(features, frameLogits, frame.heldOut);
     });
   }

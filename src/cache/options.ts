@@ -20,6 +20,13 @@ export const cacheOptionsSchema = z.strictObject({
   temperature: z.number().min(0.1).max(20).default(1),
   /** Training examples kept (newest win: a sliding window, so drift washes out). */
   replayCapacity: z.number().int().min(64).max(100_000).default(4096),
+  /**
+   * A frame that leaves through an open exit also trains the heads before it,
+   * towards the answering head's output (its agreement with the backbone is
+   * proven), so early heads learn from the whole stream, not only from the
+   * frames that reach the end.
+   */
+  teachEarlierExits: z.boolean().default(true),
   /** Mini-batch size of a head update. */
   trainBatch: z.number().int().min(1).max(4096).default(64),
   /** Mini-batch updates per new training example (off the per-frame path). */

@@ -1,45 +1,37 @@
 /**
- * Training examples for the exit heads: for a frame that ran the whole
- * backbone, its pooled features at every exit and the backbone's soft output.
- * A ring of fixed capacity: the newest examples replace the oldest, so after a
- * drift the buffer fills with the new distribution within `capacity` frames.
+ * Training examples for the exit heads, one ring per exit: pooled features at
+ * that exit and a soft target. A frame that ran the whole backbone gives an
+ * example to every exit (target: the backbone's soft output); a frame that left
+ * early through an open exit gives one to each exit before it (target: the
+ * answering head's output, whose agreement with the backbone was proven).
+ * Rings of fixed capacity: the newest examples replace the oldest, so after a
+ * drift each ring fills with the new distribution within `capacity` frames.
  */
 import type { SeededRandom } from "./random.ts";
 
-export class ReplayBuffer {
-  readonly capacity: number;
-  private readonly featureSizes: readonly number[];
-  private readonly classes: number;
-  private readonly features: Float32Array[];
-  private readonly targets: Float32Array;
-  private next = 0;
-  private filled = 0;
-  /** Examples ever added (so a consumer can tell new from seen). */
-  added = 0;
+class Ring {
+  readonly features: Float32Array;
+  readonly targets: Float32Array;
+  next = 0;
+  filled = 0;
 
-  constructor(capacity: number, featureSizes: readonly number[], classes: number) {
-    this.capacity = capacity;
-    this.featureSizes = featureSizes;
-    this.classes = classes;
-    this.features = featureSizes.map((d) => new Float32Array(capacity * d));
+  constructor(
+    readonly capacity: number,
+    readonly size: number,
+    readonly classes: number,
+  ) {
+    this.features = new Float32Array(capacity * size);
     this.targets = new Float32Array(capacity * classes);
   }
 
-  get size(): number {
-    return this.filled;
-  }
-
-  /** `features[e]` holds the frame's features at exit e; `target` its soft label. */
-  add(features: readonly Float32Array[], target: Float32Array): void {
+  add(features: Float32Array, target: Float32Array): void {
     const slot = this.next;
-    this.featureSizes.forEach((d, e) => this.features[e]!.set(features[e]!.subarray(0, d), slot * d));
+    this.features.set(features.subarray(0, this.size), slot * this.size);
     this.targets.set(target.subarray(0, this.classes), slot * this.classes);
     this.next = (slot + 1) % this.capacity;
     this.filled = Math.min(this.filled + 1, this.capacity);
-    this.added++;
   }
 
-  /** Forgets everything but the newest `keep` examples (after a drift alarm). */
   keepNewest(keep: number): void {
     if (keep >= this.filled) return;
     const newest = Array.from(
@@ -50,10 +42,38 @@ export class ReplayBuffer {
       const rows = newest.map((s) => src.slice(s * d, (s + 1) * d));
       rows.forEach((row, i) => src.set(row, i * d));
     };
-    this.featureSizes.forEach((d, e) => copy(this.features[e]!, d));
+    copy(this.features, this.size);
     copy(this.targets, this.classes);
     this.filled = keep;
     this.next = keep % this.capacity;
+  }
+}
+
+export class ReplayBuffer {
+  readonly capacity: number;
+  private readonly rings: Ring[];
+  /** Examples ever added, over all exits (so a consumer can tell new from seen). */
+  added = 0;
+
+  constructor(capacity: number, featureSizes: readonly number[], classes: number) {
+    this.capacity = capacity;
+    this.rings = featureSizes.map((d) => new Ring(capacity, d, classes));
+  }
+
+  /** Examples held for exit e. */
+  size(exit: number): number {
+    return this.rings[exit]?.filled ?? 0;
+  }
+
+  /** One example for exit e: its features there and a soft target. */
+  add(exit: number, features: Float32Array, target: Float32Array): void {
+    this.rings[exit]!.add(features, target);
+    this.added++;
+  }
+
+  /** Forgets everything but the newest `keep` examples of each exit (after a drift alarm). */
+  keepNewest(keep: number): void {
+    for (const ring of this.rings) ring.keepNewest(keep);
   }
 
   /** Fills `outFeatures` (n x D of exit e) and `outTargets` (n x C) with a uniform sample. */
@@ -64,12 +84,12 @@ export class ReplayBuffer {
     outFeatures: Float32Array,
     outTargets: Float32Array,
   ): void {
-    const d = this.featureSizes[exit]!;
-    const src = this.features[exit]!;
+    const ring = this.rings[exit]!;
+    const { size: d, classes: c } = ring;
     for (let i = 0; i < n; i++) {
-      const s = rng.integer(this.filled);
-      outFeatures.set(src.subarray(s * d, (s + 1) * d), i * d);
-      outTargets.set(this.targets.subarray(s * this.classes, (s + 1) * this.classes), i * this.classes);
+      const s = rng.integer(ring.filled);
+      outFeatures.set(ring.features.subarray(s * d, (s + 1) * d), i * d);
+      outTargets.set(ring.targets.subarray(s * c, (s + 1) * c), i * c);
     }
   }
 }

@@ -22,6 +22,8 @@ import { argmax } from "./head-math.ts";
 
 export interface TrainerStats {
   examples: number;
+  /** Examples given to earlier heads by frames that left through an open exit. */
+  taught: number;
   heldOut: number;
   steps: number;
   publishes: number;
@@ -35,6 +37,7 @@ export class HeadTrainer implements CacheObserver {
   readonly calibration: CalibrationSet;
   readonly stats: TrainerStats = {
     examples: 0,
+    taught: 0,
     heldOut: 0,
     steps: 0,
     publishes: 0,
@@ -80,11 +83,17 @@ export class HeadTrainer implements CacheObserver {
       this.stats.heldOut++;
     } else {
       softmaxWithTemperature(logits, this.options.temperature, this.target);
-      this.replay.add(features, this.target);
+      features.forEach((f, e) => this.replay.add(e, f, this.target));
       this.stats.examples++;
       this.pendingSteps += this.options.stepsPerExample;
     }
     this.sincePublish++;
+  }
+
+  onEarlyExit(features: readonly Float32Array[], probs: Float32Array): void {
+    if (!this.options.teachEarlierExits) return;
+    features.forEach((f, e) => this.replay.add(e, f, probs));
+    this.stats.taught += features.length;
   }
 
   /**
@@ -100,7 +109,7 @@ export class HeadTrainer implements CacheObserver {
   }
 
   private train(): void {
-    if (this.replay.size < this.options.trainBatch) return;
+    if (this.replay.size(this.sizes.length - 1) < this.options.trainBatch) return;
     const t0 = performance.now();
     const batch = this.options.trainBatch;
     while (this.pendingSteps >= 1) {

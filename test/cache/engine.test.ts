@@ -39,12 +39,16 @@ function fixedHead(label: number, confidence: number, classes: number, inputSize
   return head;
 }
 
-const sink: CacheObserver & { seen: number; heldOut: number } = {
+const sink: CacheObserver & { seen: number; heldOut: number; taught: number } = {
   seen: 0,
   heldOut: 0,
+  taught: 0,
   onBackboneFrame(_f, _l, heldOut) {
     this.seen++;
     if (heldOut) this.heldOut++;
+  },
+  onEarlyExit(features) {
+    this.taught += features.length;
   },
 };
 
@@ -141,6 +145,27 @@ describe("CacheEngine", () => {
       const row = Array.from(full.subarray(i * 10, i * 10 + 10));
       expect(o.label).toBe(row.indexOf(Math.max(...row)));
     });
+  });
+
+  it("lets frames that leave early teach the heads before their exit, with the answering head's output", async () => {
+    const taught: { exits: number; target: number[] }[] = [];
+    const observer: CacheObserver = {
+      onBackboneFrame: () => undefined,
+      onEarlyExit: (features, probs) => taught.push({ exits: features.length, target: Array.from(probs) }),
+    };
+    const snap = snapshot({ 3: { label: 6, confidence: 0.99, threshold: 0.9 } });
+    const audit = new ShadowAudit(model.exitCount, 0, 50, 0.99, 0.01);
+    const e = new CacheEngine(model, snap, audit, observer, {
+      cacheEnabled: true,
+      calibrationRate: 0,
+      warmupCalibrationRate: 0,
+      seed: 1,
+    });
+    await e.process(ids, input);
+    // Every frame left at exit 3, so each taught exits 0, 1 and 2 with head 3's distribution.
+    expect(taught).toHaveLength(n);
+    expect(taught.every((t) => t.exits === 3)).toBe(true);
+    expect(taught.every((t) => t.target.indexOf(Math.max(...t.target)) === 6)).toBe(true);
   });
 
   it("answers audited frames with the backbone's label and records the audit", async () => {
