@@ -46,8 +46,13 @@ export const cacheOptionsSchema = z.strictObject({
   auditWindow: z.number().int().min(10).max(100_000).default(200),
   /** Significance of the drift alarm: agreement below target at this level closes the exit. */
   driftSignificance: z.number().min(1e-9).max(0.5).default(0.01),
-  /** Fixed cost of stopping at an exit, in MACs per frame that reaches it (measured: bench/cache). */
-  exitOverheadMacs: z.number().min(0).default(100_000),
+  /**
+   * Fixed cost of stopping at an exit, in MACs per frame that reaches it: the
+   * extra onnxruntime call and activation hand-over of one more span.
+   * `npm run bench:backbone` measures it ("one cut in MACs"): 1-4M at batch
+   * 1-32 on one thread.
+   */
+  exitOverheadMacs: z.number().min(0).default(2_000_000),
   /** Seed of every random choice (sampling, initialisation): runs repeat. */
   seed: z.number().int().default(1),
 });
