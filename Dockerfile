@@ -8,6 +8,9 @@ RUN npm ci --omit=dev && npm cache clean --force
 COPY bin ./bin
 COPY src ./src
 COPY schemas ./schemas
+# The backbone the worker loads, and the test split `layercache produce` sends by default.
+COPY models ./models
+COPY data ./data
 COPY tsconfig.json ./
 USER node
 ENTRYPOINT ["node", "bin/layercache.js"]

@@ -6,7 +6,10 @@ import { Command, Option } from "commander";
 import { FIELDS, flagName, loadConfig, redactConfig } from "../config/index.ts";
 import type { Config, FieldKey, RawFlags } from "../config/index.ts";
 import { isLayercacheError } from "../errors/index.ts";
+import { addDemoOptions, runDemo } from "./demo.ts";
 import { inspectModel } from "./inspect.ts";
+import { addProduceOptions, runProduce } from "./produce.ts";
+import { addTailOptions, runTail } from "./tail.ts";
 import { runWorker } from "./worker.ts";
 
 function withConfigFlags(cmd: Command): Command {
@@ -46,24 +49,34 @@ withConfigFlags(program.command("inspect"))
 withConfigFlags(program.command("worker"))
   .description(
     "consume frames, classify them through the early-exit cache, publish predictions and dead letters " +
-      "(at least once; SIGTERM or SIGINT stops it cleanly)",
+      "(at least once, or exactly once with --delivery exactly-once; /metrics and /healthz on " +
+      "--metrics-port; SIGTERM or SIGINT stops it cleanly)",
   )
   .action(async (opts: Record<string, unknown>) => {
     process.exitCode = await runWorker(configFrom(opts));
   });
 
-withConfigFlags(program.command("demo"))
-  .description("run the end-to-end demo")
-  .action((opts: Record<string, unknown>) => {
-    configFrom(opts);
-    process.stdout.write(
-      [
-        "layercache demo: not available yet.",
-        "The worker runs (layercache worker) and the cache benchmark runs (npm run bench);",
-        "the demo producer, the live predictions summary and the end-to-end demo come next.",
-        "",
-      ].join("\n"),
-    );
+addProduceOptions(withConfigFlags(program.command("produce")))
+  .description(
+    "publish frames to the frames topic from the Fashion-MNIST test split or a folder of PNG/JPEG files",
+  )
+  .action(async (opts: Record<string, unknown>) => {
+    process.exitCode = await runProduce(configFrom(opts), opts);
+  });
+
+addTailOptions(withConfigFlags(program.command("tail")))
+  .description("read the predictions topic and keep a live summary; a final one at the end")
+  .action(async (opts: Record<string, unknown>) => {
+    process.exitCode = await runTail(configFrom(opts), opts);
+  });
+
+addDemoOptions(withConfigFlags(program.command("demo")))
+  .description(
+    "end to end: bring up Kafka and Redis if missing, start two workers, produce the test split, " +
+      "tail the predictions, print the summary, stop what it started",
+  )
+  .action(async (opts: Record<string, unknown>) => {
+    process.exitCode = await runDemo(configFrom(opts), opts);
   });
 
 try {

@@ -5,7 +5,8 @@
  *   2. testcontainers, when a container runtime answers;
  *   3. the project's own broker (scripts/kafka/start.sh) and a local Redis
  *      (127.0.0.1:6379 if it answers, else a private `redis-server`).
- * Used by the vitest global setup and by `npm run demo`.
+ * Used by the vitest global setup (`npm run demo` brings up its services with
+ * src/tools/local-services.ts instead, without testcontainers).
  */
 import { spawn, spawnSync } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
