@@ -16,7 +16,7 @@ const END = "<!-- config-reference:end -->";
 
 export function renderConfigTable(): string {
   const rows = Object.entries(FIELDS).map(([key, spec]: [string, FieldSpec]) => {
-    const def = spec.default === undefined ? "(computed)" : `\`${spec.default}\``;
+    const def = spec.default !== undefined ? `\`${spec.default}\`` : spec.optional ? "(none)" : "(computed)";
     return `| \`${spec.env}\` | \`${flagName(key)}\` | ${def} | ${spec.doc} |`;
   });
   return ["| Environment | Flag | Default | Meaning |", "| --- | --- | --- | --- |", ...rows].join("\n");

@@ -15,6 +15,8 @@ export interface FieldSpec<S extends z.ZodType = z.ZodType> {
   default?: string;
   /** Never log or print the value. */
   secret?: boolean;
+  /** Unset unless given (no default, nothing computed): the schema accepts undefined. */
+  optional?: boolean;
 }
 
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
@@ -31,6 +33,11 @@ const list = z
 const topic = z
   .string()
   .regex(/^[A-Za-z0-9._-]{1,249}$/, "Kafka topic names use letters, digits, '.', '_' and '-'");
+/** A TCP port to listen on, 0 for any free one, or "off". */
+const listenPort = z.union([z.literal("off"), int(0, 65_535)], {
+  error: 'expected a port number (0 for any free port) or "off"',
+});
+const optionalText = z.string().min(1).optional();
 
 export const FIELDS = {
   kafkaBrokers: {
@@ -44,6 +51,49 @@ export const FIELDS = {
     doc: "Kafka client id prefix; the worker id is appended.",
     schema: z.string().min(1),
     default: "layercache",
+  },
+  kafkaSaslMechanism: {
+    env: "LAYERCACHE_KAFKA_SASL_MECHANISM",
+    doc: "SASL mechanism: none, plain, scram-sha-256 or scram-sha-512 (these need a user name and password).",
+    schema: z.enum(["none", "plain", "scram-sha-256", "scram-sha-512"]),
+    default: "none",
+  },
+  kafkaSaslUsername: {
+    env: "LAYERCACHE_KAFKA_SASL_USERNAME",
+    doc: "SASL user name.",
+    schema: optionalText,
+    optional: true,
+  },
+  kafkaSaslPassword: {
+    env: "LAYERCACHE_KAFKA_SASL_PASSWORD",
+    doc: "SASL password (masked in logs and `layercache config`).",
+    schema: optionalText,
+    optional: true,
+    secret: true,
+  },
+  kafkaSsl: {
+    env: "LAYERCACHE_KAFKA_SSL",
+    doc: "TLS to the brokers, checking their certificates against the system CAs or the CA file.",
+    schema: bool,
+    default: "false",
+  },
+  kafkaSslCaFile: {
+    env: "LAYERCACHE_KAFKA_SSL_CA_FILE",
+    doc: "PEM file of the CAs that signed the brokers' certificates, instead of the system CAs.",
+    schema: optionalText,
+    optional: true,
+  },
+  kafkaSslCertFile: {
+    env: "LAYERCACHE_KAFKA_SSL_CERT_FILE",
+    doc: "PEM client certificate for mutual TLS (with the key file).",
+    schema: optionalText,
+    optional: true,
+  },
+  kafkaSslKeyFile: {
+    env: "LAYERCACHE_KAFKA_SSL_KEY_FILE",
+    doc: "PEM private key of the client certificate (unencrypted).",
+    schema: optionalText,
+    optional: true,
   },
   groupId: {
     env: "LAYERCACHE_GROUP_ID",
@@ -68,6 +118,12 @@ export const FIELDS = {
     doc: "Where undecodable or invalid frames go, with the reason in headers.",
     schema: topic,
     default: "layercache.frames.dlq",
+  },
+  delivery: {
+    env: "LAYERCACHE_DELIVERY",
+    doc: "at-least-once, or exactly-once with Kafka transactions (read outputs read_committed; docs/worker.md).",
+    schema: z.enum(["at-least-once", "exactly-once"]),
+    default: "at-least-once",
   },
   sessionTimeoutMs: {
     env: "LAYERCACHE_SESSION_TIMEOUT_MS",
@@ -162,8 +218,8 @@ export const FIELDS = {
   },
   metricsPort: {
     env: "LAYERCACHE_METRICS_PORT",
-    doc: "Port of the Prometheus /metrics endpoint; 0 turns it off.",
-    schema: int(0, 65_535),
+    doc: "Port of /metrics (Prometheus) and /healthz; 0 picks a free port (logged), off serves neither.",
+    schema: listenPort,
     default: "9464",
   },
   workerId: {

@@ -74,6 +74,7 @@ function crossFieldProblems(c: Config): string[] {
   if (c.batchLingerMs * 2 > c.sessionTimeoutMs) {
     problems.push(`${FIELDS.batchLingerMs.env} must be well below ${FIELDS.sessionTimeoutMs.env}`);
   }
+  problems.push(...kafkaSecurityProblems(c));
   if (c.inFlightMaxFrames < c.batchMaxFrames) {
     problems.push(
       `${FIELDS.inFlightMaxFrames.env} (${c.inFlightMaxFrames}) must be at least ` +
@@ -83,11 +84,37 @@ function crossFieldProblems(c: Config): string[] {
   return problems;
 }
 
+/** SASL needs both credentials and a mechanism; TLS files need TLS on, and a certificate its key. */
+function kafkaSecurityProblems(c: Config): string[] {
+  const problems: string[] = [];
+  const credentials = [c.kafkaSaslUsername, c.kafkaSaslPassword].filter((v) => v !== undefined).length;
+  if (c.kafkaSaslMechanism !== "none" && credentials < 2) {
+    problems.push(
+      `${FIELDS.kafkaSaslMechanism.env}=${c.kafkaSaslMechanism} needs ${FIELDS.kafkaSaslUsername.env} and ` +
+        `${FIELDS.kafkaSaslPassword.env}`,
+    );
+  }
+  if (c.kafkaSaslMechanism === "none" && credentials > 0) {
+    problems.push(`SASL credentials are set but ${FIELDS.kafkaSaslMechanism.env} is none`);
+  }
+  const files = (["kafkaSslCaFile", "kafkaSslCertFile", "kafkaSslKeyFile"] as const).filter(
+    (k) => c[k] !== undefined,
+  );
+  if (!c.kafkaSsl && files.length > 0) {
+    problems.push(`${files.map((k) => FIELDS[k].env).join(", ")} set but ${FIELDS.kafkaSsl.env} is false`);
+  }
+  if ((c.kafkaSslCertFile === undefined) !== (c.kafkaSslKeyFile === undefined)) {
+    problems.push(`${FIELDS.kafkaSslCertFile.env} and ${FIELDS.kafkaSslKeyFile.env} go together`);
+  }
+  return problems;
+}
+
 /** The config with secrets masked, for logs. */
 export function redactConfig(c: Config): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [key, spec] of Object.entries(FIELDS) as [FieldKey, FieldSpec][]) {
-    out[key] = spec.secret ? redactUrl(String(c[key])) : c[key];
+    const value = c[key];
+    out[key] = spec.secret && value !== undefined ? redactUrl(String(value)) : value;
   }
   return out;
 }

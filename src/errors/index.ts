@@ -19,6 +19,11 @@ export const ERROR_CODES = [
   "SERVICE_UNAVAILABLE",
   /** The operation was abandoned because the process is shutting down. */
   "SHUTTING_DOWN",
+  /**
+   * Exactly-once delivery: an output was dropped, not written, because its input is answered by a
+   * transaction already committed or left to another member (the input partition moved).
+   */
+  "SUPERSEDED",
   /** A bug: an invariant the code relies on did not hold. */
   "INTERNAL",
 ] as const;

@@ -2,19 +2,21 @@
  * What happens to one consumed message on the main thread: decode it and fit
  * it to the model input, or dead-letter it with the codec's reason; gather
  * frames into micro-batches for the inference thread; turn each batch's
- * outcomes into Prediction records and publish them. The promise `handle`
- * returns settles when the message's output is acknowledged by the broker,
- * which is what lets the consumer commit its offset.
+ * outcomes into Prediction records and write them. The promise `handle`
+ * returns settles when the message's output is delivered (acknowledged by the
+ * broker, or committed in a transaction with its offset: outputs.ts), which
+ * is what lets the consumer commit its offset or move on.
  */
 import { invalidReason } from "../codec/envelope.ts";
 import type { EncodedMessage } from "../codec/envelope.ts";
 import { decodeFrame, frameToModelInput } from "../codec/frame.ts";
 import { encodePrediction } from "../codec/prediction.ts";
+import type { Prediction } from "../codec/prediction.ts";
 import type { Config } from "../config/index.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import type { ConsumedMessage } from "../transport/kafka/consumer.ts";
 import type { DeadLetterPublisher } from "../transport/kafka/dead-letter.ts";
-import type { Message, OutputProducer } from "../transport/kafka/producer.ts";
+import type { OutputWriter, SourcedMessage } from "../transport/kafka/outputs.ts";
 import { MicroBatcher } from "./batcher.ts";
 import type { ModelInfo, OutcomeColumns } from "./inference-protocol.ts";
 import type { FrameMeta } from "./predictions.ts";
@@ -28,15 +30,29 @@ export type StageConfig = Pick<
   "batchMaxFrames" | "batchLingerMs" | "maxMessageBytes" | "predictionsTopic" | "workerId"
 >;
 
+/** What the stage reports as it goes (metrics); every call is cheap and synchronous. */
+export interface StageObserver {
+  /** A message was taken from the frames topic, good or bad. */
+  consumed(): void;
+  /** A micro-batch came back from the model. */
+  batch(outcomes: OutcomeColumns): void;
+  /** A prediction was delivered. */
+  predicted(prediction: Prediction): void;
+  /** A dead letter was delivered. */
+  deadLettered(reason: string): void;
+}
+
 export interface StageDeps {
   model: ModelInfo;
   infer: (ids: string[], pixels: Uint8Array) => Promise<OutcomeColumns>;
-  producer: OutputProducer;
+  outputs: OutputWriter;
   deadLetters: DeadLetterPublisher;
+  observer?: StageObserver;
   log: Logger;
 }
 
 interface QueuedFrame extends FrameMeta {
+  source: ConsumedMessage;
   /** Planar model input, channels x height x width bytes. */
   pixels: Uint8Array;
   resolve: () => void;
@@ -69,8 +85,9 @@ export class FrameStage {
     });
   }
 
-  /** Settles when this message's prediction or dead letter is acknowledged; rejects on a fatal error. */
+  /** Settles when this message's prediction or dead letter is delivered; rejects as its write does. */
   handle(message: ConsumedMessage): Promise<void> {
+    this.deps.observer?.consumed();
     return new Promise<void>((resolve, reject) => {
       let frame: QueuedFrame;
       try {
@@ -79,9 +96,12 @@ export class FrameStage {
         const reason = invalidReason(err);
         // Anything but a bad frame (a bug, a model the codec cannot feed) stops the worker.
         if (reason === undefined) throw err;
-        this.counters.deadLetters++;
         this.deps.log.debug({ reason, partition: message.partition, offset: message.offset }, "dead letter");
-        this.deps.deadLetters.publish(message, reason, (err as Error).message).then(resolve, reject);
+        this.deps.deadLetters.publish(message, reason, (err as Error).message).then(() => {
+          this.counters.deadLetters++;
+          this.deps.observer?.deadLettered(reason);
+          resolve();
+        }, reject);
         return;
       }
       this.counters.frames++;
@@ -105,6 +125,7 @@ export class FrameStage {
       producedAt: frame.producedAt,
       label: frame.label,
       receivedAt: message.receivedAt,
+      source: message,
       pixels,
       resolve,
       reject,
@@ -126,24 +147,41 @@ export class FrameStage {
       return;
     }
     this.counters.batches++;
+    this.deps.observer?.batch(outcomes);
     void this.publish(items, outcomes);
   }
 
   private async publish(items: QueuedFrame[], outcomes: OutcomeColumns): Promise<void> {
+    let predictions: Prediction[];
+    let written: Promise<void>[];
     try {
       const now = Date.now();
-      const messages: Message[] = items.map((f, i) => {
-        const encoded: EncodedMessage = encodePrediction(
-          toPrediction(f, outcomes, i, this.deps.model, this.config.workerId, now),
-        );
-        return { key: f.id, value: encoded.value, headers: encoded.headers };
+      predictions = items.map((f, i) =>
+        toPrediction(f, outcomes, i, this.deps.model, this.config.workerId, now),
+      );
+      const outputs: SourcedMessage[] = predictions.map((p, i) => {
+        const encoded: EncodedMessage = encodePrediction(p);
+        return {
+          source: items[i]!.source,
+          message: { key: p.frameId, value: encoded.value, headers: encoded.headers },
+        };
       });
-      await this.deps.producer.send(this.config.predictionsTopic, messages);
+      written = this.deps.outputs.write(this.config.predictionsTopic, outputs);
     } catch (err) {
       for (const f of items) f.reject(err);
       return;
     }
-    this.counters.predictions += items.length;
-    for (const f of items) f.resolve();
+    // Exactly once, the frames of one batch go in their own partitions' transactions: each settles alone.
+    const results = await Promise.allSettled(written);
+    results.forEach((r, i) => {
+      const f = items[i]!;
+      if (r.status === "rejected") {
+        f.reject(r.reason);
+        return;
+      }
+      this.counters.predictions++;
+      this.deps.observer?.predicted(predictions[i]!);
+      f.resolve();
+    });
   }
 }

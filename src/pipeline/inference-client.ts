@@ -8,6 +8,7 @@ import type { Worker } from "node:worker_threads";
 import { LayercacheError } from "../errors/index.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import type {
+  ExitAudit,
   FromInference,
   InferenceInit,
   ModelInfo,
@@ -27,6 +28,8 @@ interface Pending {
 }
 
 export class InferenceClient {
+  /** The latest shadow audit of each exit that has been audited, by exit. */
+  readonly audit = new Map<number, ExitAudit>();
   private readonly pending = new Map<number, Pending>();
   private seq = 0;
   private failure: LayercacheError | undefined;
@@ -78,6 +81,11 @@ export class InferenceClient {
     return new InferenceClient(worker, model, log, onFailure);
   }
 
+  /** The thread is up and has not failed, exited or been closed. */
+  get alive(): boolean {
+    return this.failure === undefined && !this.exited;
+  }
+
   /** Runs one batch; `pixels` (ids.length x C x H x W, planar) is transferred to the thread. */
   run(ids: string[], pixels: Uint8Array): Promise<OutcomeColumns> {
     if (this.failure) return Promise.reject(this.failure);
@@ -114,6 +122,7 @@ export class InferenceClient {
     if (m.type === "result" || m.type === "failed") {
       const p = this.pending.get(m.seq);
       this.pending.delete(m.seq);
+      if (m.type === "result") for (const a of m.audit ?? []) this.audit.set(a.exit, a);
       if (!p) return;
       if (m.type === "result") p.resolve(m.outcomes);
       else p.reject(fromWireError(m.error, "inference"));

@@ -25,6 +25,8 @@ export interface ModelInfo {
   input: { channels: number; height: number; width: number };
   /** MACs of one frame through the whole backbone. */
   fullMacs: number;
+  /** Exit points (0 .. exits - 1); an outcome's exit -1 is the backbone. */
+  exits: number;
 }
 
 /** Per-frame outcomes of one batch, column by column, in the order of the batch's ids. */
@@ -39,6 +41,16 @@ export interface OutcomeColumns {
   audited: Uint8Array;
 }
 
+/** The shadow audit of one exit (src/cache/audit.ts): its recent window and its lifetime totals. */
+export interface ExitAudit {
+  exit: number;
+  /** Audits in the window the drift check looks at, and how many agreed with the backbone. */
+  windowAudited: number;
+  windowAgreed: number;
+  audited: number;
+  agreed: number;
+}
+
 export interface WireError {
   code: ErrorCode;
   message: string;
@@ -51,7 +63,8 @@ export type ToInference =
 
 export type FromInference =
   | { type: "ready"; model: ModelInfo }
-  | { type: "result"; seq: number; outcomes: OutcomeColumns }
+  /** `audit`: the exits whose audit changed with this batch, if any did. */
+  | { type: "result"; seq: number; outcomes: OutcomeColumns; audit?: ExitAudit[] }
   | { type: "failed"; seq: number; error: WireError }
   /** The thread cannot go on (model failed to load, learning failed). */
   | { type: "fatal"; error: WireError }

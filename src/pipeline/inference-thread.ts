@@ -5,7 +5,8 @@
  *
  * Batches are served one at a time in arrival order; after each one the
  * result is posted first, then the cache learns from it (`maintain()`), so
- * learning never delays an answer and never overlaps a batch.
+ * learning never delays an answer and never overlaps a batch. A result also
+ * carries the shadow audit of the exits it changed (for metrics).
  */
 import { parentPort, workerData } from "node:worker_threads";
 import type { MessagePort } from "node:worker_threads";
@@ -16,6 +17,7 @@ import { Preprocessor } from "../model/preprocess.ts";
 import { componentLogger, createLogger } from "../telemetry/logger.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import type {
+  ExitAudit,
   FromInference,
   InferenceInit,
   ModelInfo,
@@ -71,6 +73,7 @@ function modelInfo({ backbone }: Loaded): ModelInfo {
     classes: [...m.classes],
     input: { channels, height, width },
     fullMacs: m.full.macs,
+    exits: m.exits.length,
   };
 }
 
@@ -78,12 +81,34 @@ class InferenceServer {
   private readonly queue: ToInference[] = [];
   private busy = false;
   private openExits = 0;
+  /** Audits recorded per exit as of the last result (only changed exits are sent). */
+  private readonly auditedSent: number[] = [];
 
   constructor(
     private readonly port: MessagePort,
     private readonly loaded: Loaded,
     private readonly log: Logger,
+    private readonly init: InferenceInit,
   ) {}
+
+  /** The exits whose audit moved since the last call. */
+  private auditChanges(): ExitAudit[] | undefined {
+    const { audit } = this.loaded.cache;
+    const changed: ExitAudit[] = [];
+    audit.totals.forEach((t, exit) => {
+      if (t.audited === (this.auditedSent[exit] ?? 0)) return;
+      this.auditedSent[exit] = t.audited;
+      const window = audit.stats(exit, this.init.cache.confidenceLevel, this.init.cache.boundMethod);
+      changed.push({
+        exit,
+        windowAudited: window.audited,
+        windowAgreed: window.agreed,
+        audited: t.audited,
+        agreed: t.agreed,
+      });
+    });
+    return changed.length > 0 ? changed : undefined;
+  }
 
   enqueue(message: ToInference): void {
     this.queue.push(message);
@@ -118,7 +143,8 @@ class InferenceServer {
       return;
     }
     const result = columns(outcomes);
-    this.post({ type: "result", seq, outcomes: result }, outcomeBuffers(result));
+    const audit = this.auditChanges();
+    this.post({ type: "result", seq, outcomes: result, ...(audit ? { audit } : {}) }, outcomeBuffers(result));
     try {
       const adopted = await cache.maintain();
       if (adopted) {
@@ -156,7 +182,7 @@ async function main(port: MessagePort, init: InferenceInit): Promise<void> {
     port.close();
     return;
   }
-  const server = new InferenceServer(port, loaded, log);
+  const server = new InferenceServer(port, loaded, log, init);
   port.on("message", (m: ToInference) => server.enqueue(m));
   const info = modelInfo(loaded);
   log.info({ modelId: info.modelId, cacheEnabled: init.cacheEnabled }, "model loaded");

@@ -15,6 +15,8 @@ export const REDACT_PATHS = [
   "*.tls.key",
   "*.redisUrl",
   "config.redisUrl",
+  "*.kafkaSaslPassword",
+  "config.kafkaSaslPassword",
   "password",
 ];
 

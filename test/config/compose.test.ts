@@ -38,6 +38,14 @@ describe("docker-compose.yml", () => {
     }
   });
 
+  it("probes the worker's /healthz on the port it serves metrics on", () => {
+    const worker = compose.services.worker!;
+    const probe = JSON.stringify(worker.healthcheck);
+    const port = loadConfig(worker.environment ?? {}).metricsPort;
+    expect(typeof port).toBe("number");
+    expect(probe).toContain(`http://127.0.0.1:${port}/healthz`);
+  });
+
   it("runs two worker replicas behind healthchecks, and the demo under a profile", () => {
     expect(compose.services.worker?.deploy?.replicas).toBe(2);
     for (const name of ["kafka", "redis", "worker"])

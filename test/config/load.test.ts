@@ -68,6 +68,57 @@ describe("loadConfig", () => {
     expect(problem(() => loadConfig({ REDIS_URL: "http://user:s3cret@x" }))).not.toContain("s3cret");
   });
 
+  it("serves metrics on a port, any free port (0), or not at all (off)", () => {
+    expect(loadConfig({}).metricsPort).toBe(9464);
+    expect(loadConfig({ LAYERCACHE_METRICS_PORT: "0" }).metricsPort).toBe(0);
+    expect(loadConfig({ LAYERCACHE_METRICS_PORT: "off" }).metricsPort).toBe("off");
+    expect(problem(() => loadConfig({ LAYERCACHE_METRICS_PORT: "none" }))).toMatch(
+      /LAYERCACHE_METRICS_PORT: expected a port number \(0 for any free port\) or "off"/,
+    );
+  });
+
+  it("delivers at least once unless told exactly-once", () => {
+    expect(loadConfig({}).delivery).toBe("at-least-once");
+    expect(loadConfig({ LAYERCACHE_DELIVERY: "exactly-once" }).delivery).toBe("exactly-once");
+    expect(problem(() => loadConfig({ LAYERCACHE_DELIVERY: "at-most-once" }))).toContain(
+      "LAYERCACHE_DELIVERY",
+    );
+  });
+
+  it("takes SASL and TLS settings only when they fit together, and masks the password", () => {
+    const c = loadConfig({
+      LAYERCACHE_KAFKA_SASL_MECHANISM: "scram-sha-512",
+      LAYERCACHE_KAFKA_SASL_USERNAME: "worker",
+      LAYERCACHE_KAFKA_SASL_PASSWORD: "s3cret",
+      LAYERCACHE_KAFKA_SSL: "true",
+      LAYERCACHE_KAFKA_SSL_CA_FILE: "ca.pem",
+    });
+    expect(c).toMatchObject({
+      kafkaSaslMechanism: "scram-sha-512",
+      kafkaSsl: true,
+      kafkaSslCaFile: "ca.pem",
+    });
+    expect(redactConfig(c)).toMatchObject({ kafkaSaslUsername: "worker", kafkaSaslPassword: "***" });
+    expect(JSON.stringify(redactConfig(c))).not.toContain("s3cret");
+    expect(loadConfig({}).kafkaSaslPassword).toBeUndefined();
+    expect(redactConfig(loadConfig({})).kafkaSaslPassword).toBeUndefined();
+
+    const msg = problem(() =>
+      loadConfig({
+        LAYERCACHE_KAFKA_SASL_MECHANISM: "plain",
+        LAYERCACHE_KAFKA_SASL_PASSWORD: "s3cret",
+        LAYERCACHE_KAFKA_SSL_CERT_FILE: "client.pem",
+      }),
+    );
+    expect(msg).toContain("LAYERCACHE_KAFKA_SASL_MECHANISM=plain needs LAYERCACHE_KAFKA_SASL_USERNAME");
+    expect(msg).toContain("LAYERCACHE_KAFKA_SSL_CERT_FILE set but LAYERCACHE_KAFKA_SSL is false");
+    expect(msg).toContain("LAYERCACHE_KAFKA_SSL_CERT_FILE and LAYERCACHE_KAFKA_SSL_KEY_FILE go together");
+    expect(msg).not.toContain("s3cret");
+    expect(problem(() => loadConfig({ LAYERCACHE_KAFKA_SASL_USERNAME: "worker" }))).toContain(
+      "SASL credentials are set but LAYERCACHE_KAFKA_SASL_MECHANISM is none",
+    );
+  });
+
   it("documents every field", () => {
     for (const spec of Object.values(FIELDS)) {
       expect(spec.doc.length).toBeGreaterThan(10);

@@ -116,31 +116,55 @@ export interface Collected {
   key: Buffer | null;
   value: Buffer | null;
   headers: IHeaders;
+  /** Unix epoch milliseconds at which the collector read it. */
+  readAt: number;
 }
 
-/** Reads a topic from the beginning in its own group, keeping every message, until stopped. */
+/**
+ * Reads a topic from the beginning in its own group, keeping every message, until stopped. It reads
+ * committed records only (read_committed, as readers of exactly-once output must): records of
+ * aborted or open transactions are never seen, unless `readUncommitted` says otherwise.
+ */
 export class TopicCollector {
   readonly messages: Collected[] = [];
   private readonly consumer: Consumer;
   private waiters: (() => void)[] = [];
+  /** Per partition, the offset after the last record read or stepped over (transaction markers). */
+  private readonly position = new Map<number, number>();
 
   constructor(
     kafka: Kafka,
     private readonly topic: string,
+    options: { readUncommitted?: boolean } = {},
   ) {
-    this.consumer = kafka.consumer({ groupId: uniqueName("collector"), maxWaitTimeInMs: 200 });
+    this.consumer = kafka.consumer({
+      groupId: uniqueName("collector"),
+      maxWaitTimeInMs: 200,
+      readUncommitted: options.readUncommitted ?? false,
+    });
   }
 
   async start(): Promise<this> {
     await this.consumer.connect();
     await this.consumer.subscribe({ topics: [this.topic], fromBeginning: true });
+    // Batches of only markers or aborted records reach no eachMessage, but do end a batch.
+    this.consumer.on(this.consumer.events.END_BATCH_PROCESS, ({ payload }) => {
+      const next = Number(payload.lastOffset) + 1;
+      if (next > (this.position.get(payload.partition) ?? 0)) this.position.set(payload.partition, next);
+      this.wake();
+    });
     await this.consumer.run({
       eachMessage: async ({ partition, message }) => {
         const { offset, key, value } = message;
-        this.messages.push({ partition, offset, key, value, headers: message.headers ?? {} });
-        const waiters = this.waiters;
-        this.waiters = [];
-        for (const w of waiters) w();
+        this.messages.push({
+          partition,
+          offset,
+          key,
+          value,
+          headers: message.headers ?? {},
+          readAt: Date.now(),
+        });
+        this.wake();
       },
     });
     return this;
@@ -149,15 +173,19 @@ export class TopicCollector {
   /**
    * Resolves once this collector has read everything the topic holds now. After
    * `committedToEnd`, that is every output whose input was committed, so a test
-   * can assert on what it has instead of waiting for what may never come.
+   * can assert on what it has instead of waiting for what may never come. (With
+   * transactions, only once none is open: an open one holds read_committed
+   * readers back.)
    */
   async caughtUp(admin: Admin): Promise<void> {
     const ends = await admin.fetchTopicOffsets(this.topic);
-    const read = (partition: number) =>
-      this.messages
-        .filter((m) => m.partition === partition)
-        .reduce((n, m) => Math.max(n, Number(m.offset) + 1), 0);
-    await this.until(() => ends.every((e) => read(e.partition) >= Number(e.high)));
+    await this.until(() => ends.every((e) => (this.position.get(e.partition) ?? 0) >= Number(e.high)));
+  }
+
+  private wake(): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) w();
   }
 
   /** Resolves once `done(messages)` holds; the test's own timeout bounds the wait. */

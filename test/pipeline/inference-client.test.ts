@@ -58,6 +58,44 @@ describe("InferenceClient", () => {
     expect(failures).toEqual([]);
   });
 
+  it("reports each exit's shadow audit with the results (for metrics)", async () => {
+    // Quick to open exits and audit a lot of what they answer.
+    const cache = cacheOptions({
+      auditRate: 0.5,
+      publishEvery: 50,
+      confidenceLevel: 0.5,
+      targetAgreement: 0.9,
+      warmupCalibrationRate: 0.5,
+    });
+    const client = await InferenceClient.start(init({ cache }), log, () => undefined);
+    try {
+      const data = await testSplit();
+      const n = 32;
+      let audited = 0;
+      for (let b = 0; b < 60 && audited < 5; b++) {
+        const pixels = new Uint8Array(data.images.subarray(b * n * 784, (b + 1) * n * 784));
+        const outcomes = await client.run(
+          Array.from({ length: n }, (_, i) => `f${b}-${i}`),
+          pixels,
+        );
+        audited += outcomes.audited.reduce((a, v) => a + v, 0);
+      }
+      expect(audited).toBeGreaterThanOrEqual(5);
+      const audits = [...client.audit.values()];
+      // Every audited frame is one audit of the exit that was confident about it.
+      expect(audits.reduce((a, e) => a + e.audited, 0)).toBe(audited);
+      for (const a of audits) {
+        expect(a.exit).toBeGreaterThanOrEqual(0);
+        expect(a.exit).toBeLessThan(client.model.exits);
+        expect(a.windowAgreed).toBeLessThanOrEqual(a.windowAudited);
+        expect(a.windowAudited).toBeLessThanOrEqual(a.audited);
+        expect(a.agreed).toBeLessThanOrEqual(a.audited);
+      }
+    } finally {
+      await client.close();
+    }
+  }, 120_000);
+
   it("fails to start when the model cannot be loaded", async () => {
     const start = InferenceClient.start(init({ modelDir: "/nonexistent" }), log, () => undefined);
     await expect(start).rejects.toBeInstanceOf(LayercacheError);

@@ -1,7 +1,8 @@
 /**
  * The worker in this process against the real broker: 2,000 real
  * Fashion-MNIST frames over 4 partitions in, exactly one prediction per frame
- * out. The cache runs with its default options.
+ * out, in each delivery mode (and how long each took, from the worker's start
+ * until every frame was committed). The cache runs with its default options.
  */
 import { describe, expect, it } from "vitest";
 import { decodePrediction } from "../../src/codec/prediction.ts";
@@ -21,7 +22,7 @@ import {
 
 const FRAMES = 2_000;
 
-describe("pipeline worker (in process)", () => {
+describe.each(["at-least-once", "exactly-once"] as const)("pipeline worker, %s (in process)", (delivery) => {
   const fixture = pipelineFixture("worker", 4);
   const kafka = fixture.kafka;
 
@@ -34,12 +35,15 @@ describe("pipeline worker (in process)", () => {
       frames.map((f) => f.message),
     );
     const collector = await new TopicCollector(kafka, topics.predictions).start();
-    const config = workerConfig(topics);
+    const config = workerConfig(topics, { LAYERCACHE_DELIVERY: delivery });
     let worker: RunningWorker | undefined;
+    let seconds = 0;
     try {
       worker = await startWorker(config);
+      const t0 = performance.now();
       // Done when every frame is committed (so answered), and everything answered has been read.
       await committedToEnd(admin, topics.group, topics.frames);
+      seconds = (performance.now() - t0) / 1000;
       await collector.caughtUp(admin);
       await worker.stop();
       await worker.done;
@@ -53,6 +57,16 @@ describe("pipeline worker (in process)", () => {
       expect(String(m.key)).toBe(p.frameId);
       return p;
     });
+    // How long a read_committed reader waits for a prediction after the worker wrote it.
+    const visible = collector.messages
+      .map((m, i) => m.readAt - predictions[i]!.producedAt)
+      .sort((a, b) => a - b);
+    const quantile = (q: number) => visible[Math.floor(q * (visible.length - 1))];
+    process.stderr.write(
+      `[worker ${delivery}] ${FRAMES} frames committed ${seconds.toFixed(2)} s after the start ` +
+        `(${Math.round(FRAMES / seconds)} frames/s, polled every 200 ms); prediction written to readable ` +
+        `p50 ${quantile(0.5)} ms, p99 ${quantile(0.99)} ms\n`,
+    );
     const ids = new Set(predictions.map((p) => p.frameId));
     expect(ids.size).toBe(FRAMES);
     expect([...ids].sort()).toEqual(frames.map((f) => f.id).sort());

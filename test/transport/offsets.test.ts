@@ -43,6 +43,33 @@ describe("PartitionTracker", () => {
     expect(() => t.add("40")).toThrow(RangeError);
   });
 
+  it("lists what a commit covers since the last one, and what a partition that goes gives up", () => {
+    const t = new PartitionTracker();
+    const [a, b, c, d] = ["0", "1", "2", "3"].map((o) => t.add(o));
+    a!.done = true;
+    b!.done = true;
+    expect(t.committable()).toBe("2");
+    expect(t.pending("2")).toEqual([a, b]);
+    t.markCommitted("2");
+    c!.done = true;
+    expect(t.pending(t.committable()!)).toEqual([c]);
+    expect(t.uncommitted()).toEqual([c, d]);
+  });
+
+  it("takes a commit that passes messages still in flight (another member's transaction)", () => {
+    const t = new PartitionTracker();
+    const entries = ["5", "6", "7", "8"].map((o) => t.add(o));
+    t.markCommitted("7");
+    // 5 and 6 are covered; the done prefix still has to pass them before anything is offered.
+    entries[2]!.done = true;
+    expect(t.committable()).toBeUndefined();
+    entries[0]!.done = true;
+    entries[1]!.done = true;
+    expect(t.committable()).toBe("8");
+    expect(t.pending("8")).toEqual([entries[2]]);
+    expect(t.uncommitted()).toEqual([entries[2], entries[3]]);
+  });
+
   it("handles offsets beyond 2^53 exactly", () => {
     const t = new PartitionTracker();
     t.add("9007199254740993").done = true;

@@ -7,6 +7,12 @@
 import type { Logger } from "../../telemetry/logger.ts";
 import type { CommitOffset, OffsetLedger } from "./offsets.ts";
 
+/**
+ * Commits offsets of `ledger`'s partitions; resolves with those it committed, which can be a part
+ * of them (exactly once: one transaction per partition, each may fail alone). Rejects when none was.
+ */
+export type CommitFn = (offsets: CommitOffset[], ledger: OffsetLedger) => Promise<readonly CommitOffset[]>;
+
 export class OffsetCommitter {
   private wanted = false;
   private queued = false;
@@ -15,7 +21,7 @@ export class OffsetCommitter {
   constructor(
     /** The ledger to commit from: the current generation's, looked up at each commit. */
     private readonly ledger: () => OffsetLedger,
-    private readonly commit: (offsets: CommitOffset[]) => Promise<void>,
+    private readonly commit: CommitFn,
     private readonly log: Logger,
   ) {}
 
@@ -46,9 +52,9 @@ export class OffsetCommitter {
     const offsets = ledger.committable();
     if (offsets.length === 0) return;
     try {
-      await this.commit(offsets);
-      ledger.markCommitted(offsets);
-      this.log.trace({ offsets }, "committed");
+      const committed = await this.commit(offsets, ledger);
+      ledger.markCommitted(committed);
+      this.log.trace({ offsets: committed }, "committed");
     } catch (err) {
       if (refusedByGroupChange(err))
         this.log.info({ offsets }, "offset commit refused: the group is rebalancing");

@@ -2,9 +2,13 @@
  * The frames-topic consumer: at-least-once, with a bounded pipeline behind it.
  *
  * - Every fetched message is handed to `handle`, whose promise settles once
- *   the message's output (prediction or dead letter) is acknowledged by the
- *   broker. Offsets are committed explicitly, and only up to the first message
- *   that is not acknowledged yet (offsets.ts); autoCommit is off.
+ *   the message's output (prediction or dead letter) is delivered: acknowledged
+ *   by the broker, or (exactly once) committed in a transaction with its
+ *   offset. Offsets are committed explicitly, and only up to the first message
+ *   that is not done yet (offsets.ts); autoCommit is off. How they are
+ *   committed is `commit`'s business: by this consumer's group membership
+ *   (default), or inside transactions (transactions.ts). Only committed
+ *   records of the frames topic are read (read_committed).
  * - At most `inFlightMaxFrames` messages are handed out and unanswered, and
  *   while several partitions have work, each may hold only an equal share of
  *   that window (else the partition first in every fetch response would take
@@ -22,13 +26,15 @@
  *   is told to fetch them from after what is already in flight (not again
  *   from the committed offset), so nothing is answered twice there; frames in
  *   flight on partitions that moved away still get answered, but only their
- *   new owner commits them: they are answered twice, never lost.
+ *   new owner commits them: they are answered twice, never lost (exactly once:
+ *   `onAssignment` hears of them, and their outputs are dropped instead).
  */
 import type { Consumer, EachBatchPayload, IHeaders, Kafka, KafkaMessage } from "kafkajs";
-import { LayercacheError } from "../../errors/index.ts";
+import { LayercacheError, isLayercacheError } from "../../errors/index.ts";
 import type { Logger } from "../../telemetry/logger.ts";
+import type { CommitFn } from "./committer.ts";
 import { OffsetCommitter } from "./committer.ts";
-import type { PartitionTracker } from "./offsets.ts";
+import type { CommitOffset, OffsetEntry, PartitionTracker } from "./offsets.ts";
 import { OffsetLedger } from "./offsets.ts";
 
 /** Resume latency when every partition is paused: kafkajs sleeps this long between idle fetch rounds. */
@@ -43,10 +49,23 @@ export interface ConsumedMessage {
   headers: IHeaders;
   /** Unix epoch milliseconds at which the worker took the message from its batch. */
   receivedAt: number;
+  /** Its place in the commit ledger (exactly once: the transaction that commits it reads it). */
+  entry: OffsetEntry;
 }
 
-/** Settles once the message's output is acknowledged by the broker; a rejection is fatal. */
+/**
+ * Settles once the message's output is delivered. A rejection is fatal, except SUPERSEDED (the
+ * output was dropped because the message is answered elsewhere), which counts as done.
+ */
 export type MessageHandler = (message: ConsumedMessage) => Promise<void>;
+
+/** What a group join changed for this member. */
+export interface AssignmentChange {
+  /** Partitions of the frames topic assigned now. */
+  assigned: number[];
+  /** Partitions whose uncommitted messages this member gives up (moved away, or fetched again). */
+  lost: { partition: number; entries: OffsetEntry[] }[];
+}
 
 export interface FrameConsumerOptions {
   groupId: string;
@@ -55,6 +74,10 @@ export interface FrameConsumerOptions {
   heartbeatIntervalMs: number;
   inFlightMaxFrames: number;
   handle: MessageHandler;
+  /** How done offsets are committed; by default through this consumer's group membership. */
+  commit?: CommitFn;
+  /** Called on every group join, before anything of the new generation is handed out. */
+  onAssignment?: (change: AssignmentChange) => void;
   /** A message could not be answered, or the consumer died for good: the worker must stop. */
   onFatal: (err: Error) => void;
 }
@@ -68,8 +91,12 @@ export class FrameConsumer {
   /** Partitions this wrapper paused for backpressure (kafkajs keeps pauses across rebalances). */
   private readonly paused = new Set<number>();
   private stopping = false;
+  private joined = false;
+  private assignedNow: readonly number[] = [];
   private drainWaiters: (() => void)[] = [];
   private readonly committer: OffsetCommitter;
+  /** Per partition: messages in the log after the last one handed out, as of the latest fetch. */
+  private readonly lagBy = new Map<number, number>();
 
   constructor(
     kafka: Kafka,
@@ -81,10 +108,12 @@ export class FrameConsumer {
       sessionTimeout: opts.sessionTimeoutMs,
       heartbeatInterval: opts.heartbeatIntervalMs,
       maxWaitTimeInMs: FETCH_MAX_WAIT_MS,
+      // Frames from a transactional producer count once committed (kafkajs's default, said out loud).
+      readUncommitted: false,
     });
     this.committer = new OffsetCommitter(
       () => this.ledger,
-      (offsets) => this.consumer.commitOffsets(offsets),
+      opts.commit ?? ((offsets) => this.commitThroughGroup(offsets)),
       log,
     );
   }
@@ -95,6 +124,7 @@ export class FrameConsumer {
     this.consumer.on(events.GROUP_JOIN, ({ payload }) => this.onJoin(payload.memberAssignment));
     this.consumer.on(events.REBALANCING, () => void this.commitDone());
     this.consumer.on(events.CRASH, ({ payload }) => {
+      this.joined = false;
       if (payload.restart) this.log.warn({ err: payload.error }, "consumer crashed; kafkajs restarts it");
       else this.opts.onFatal(unavailable("the Kafka consumer stopped for good", payload.error));
     });
@@ -114,6 +144,31 @@ export class FrameConsumer {
 
   get inFlightCount(): number {
     return this.inFlight;
+  }
+
+  /** Partitions paused because the pipeline is full. */
+  get pausedCount(): number {
+    return this.paused.size;
+  }
+
+  /** In the group and fetching (a crash kafkajs restarts from clears it until the next join). */
+  get consuming(): boolean {
+    return this.joined && !this.stopping;
+  }
+
+  /** Partitions of the frames topic assigned at the latest join. */
+  get assigned(): readonly number[] {
+    return this.assignedNow;
+  }
+
+  /** Per assigned partition: how many messages of the log are not handed out yet, as of the latest fetch. */
+  get lag(): ReadonlyMap<number, number> {
+    return this.lagBy;
+  }
+
+  /** Asks for a commit of whatever is done (exactly once: outputs were staged for their transaction). */
+  requestCommit(): void {
+    this.committer.commitSoon();
   }
 
   /** Shutdown step 1: hand out nothing more and stop fetching (the group membership stays). */
@@ -157,9 +212,27 @@ export class FrameConsumer {
     }
   }
 
+  private async commitThroughGroup(offsets: readonly CommitOffset[]): Promise<readonly CommitOffset[]> {
+    await this.consumer.commitOffsets(
+      offsets.map(({ topic, partition, offset }) => ({ topic, partition, offset })),
+    );
+    return offsets;
+  }
+
   private async eachBatch(payload: EachBatchPayload): Promise<void> {
     const { batch } = payload;
     const tracker = this.ledger.tracker(batch.topic, batch.partition);
+    try {
+      await this.handOut(payload, tracker);
+    } finally {
+      const next = tracker.nextOffset() ?? batch.firstOffset();
+      if (next !== null)
+        this.lagBy.set(batch.partition, Math.max(0, Number(batch.highWatermark) - Number(next)));
+    }
+  }
+
+  private async handOut(payload: EachBatchPayload, tracker: PartitionTracker): Promise<void> {
+    const { batch } = payload;
     let lastBeat = Date.now();
     for (const message of batch.messages) {
       if (this.stopping || !payload.isRunning() || payload.isStale()) return;
@@ -213,6 +286,7 @@ export class FrameConsumer {
       value: m.value,
       headers: m.headers ?? {},
       receivedAt: Date.now(),
+      entry,
     };
     let work: Promise<void>;
     try {
@@ -226,7 +300,15 @@ export class FrameConsumer {
           entry.done = true;
           this.committer.commitSoon();
         },
-        (err: unknown) => this.opts.onFatal(err instanceof Error ? err : new Error(String(err))),
+        (err: unknown) => {
+          if (isLayercacheError(err, "SUPERSEDED")) {
+            // Answered elsewhere: done as far as this member's commits go.
+            entry.done = true;
+            this.committer.commitSoon();
+            return;
+          }
+          this.opts.onFatal(err instanceof Error ? err : new Error(String(err)));
+        },
       )
       .finally(() => this.settle(partition));
   }
@@ -276,6 +358,16 @@ export class FrameConsumer {
         this.log.warn({ err, partition }, "could not seek past in-flight frames; they will be fetched again");
       }
     }
+    // Trackers not carried over: their partition moved away, or (seek failed) is fetched again.
+    const lost = previous
+      .partitionsOf(topic)
+      .filter((p) => this.ledger.get(topic, p) === undefined)
+      .filter((p) => !assigned.includes(p) || previous.get(topic, p)!.nextOffset() !== undefined)
+      .map((partition) => ({ partition, entries: previous.get(topic, partition)!.uncommitted() }));
+    for (const p of this.lagBy.keys()) if (!assigned.includes(p)) this.lagBy.delete(p);
+    this.joined = true;
+    this.assignedNow = assigned;
+    this.opts.onAssignment?.({ assigned, lost });
     this.log.info({ partitions: assigned, inFlight: this.inFlight }, "joined the consumer group");
     void this.commitDone();
     this.resumeReady();

@@ -6,7 +6,7 @@
  */
 import type { IHeaders, Message } from "kafkajs";
 import type { ConsumedMessage } from "./consumer.ts";
-import type { OutputProducer } from "./producer.ts";
+import type { OutputWriter, SourcedMessage } from "./outputs.ts";
 
 export const DLQ_HEADERS = {
   reason: "layercache-dlq-reason",
@@ -41,22 +41,23 @@ export function deadLetterMessage(
 
 /**
  * Publishes dead letters, gathering those of one event-loop turn (a fetched
- * batch is handed over in one turn) into one send.
+ * batch is handed over in one turn) into one write.
  */
 export class DeadLetterPublisher {
-  private queue: { message: Message; resolve: () => void; reject: (err: unknown) => void }[] = [];
+  private queue: (SourcedMessage & { resolve: () => void; reject: (err: unknown) => void })[] = [];
 
   constructor(
-    private readonly producer: OutputProducer,
+    private readonly outputs: OutputWriter,
     private readonly topic: string,
     private readonly workerId: string,
   ) {}
 
-  /** Resolves once the broker has acknowledged the dead letter. */
+  /** Settles as the dead letter's write does (outputs.ts): once it is delivered. */
   publish(source: ConsumedMessage, reason: string, message: string): Promise<void> {
     return new Promise((resolve, reject) => {
-      if (this.queue.length === 0) setImmediate(() => void this.flush());
+      if (this.queue.length === 0) setImmediate(() => this.flush());
       this.queue.push({
+        source,
         message: deadLetterMessage(source, reason, message, this.workerId),
         resolve,
         reject,
@@ -64,17 +65,16 @@ export class DeadLetterPublisher {
     });
   }
 
-  private async flush(): Promise<void> {
+  private flush(): void {
     const batch = this.queue;
     this.queue = [];
+    let written: Promise<void>[];
     try {
-      await this.producer.send(
-        this.topic,
-        batch.map((b) => b.message),
-      );
-      for (const b of batch) b.resolve();
+      written = this.outputs.write(this.topic, batch);
     } catch (err) {
       for (const b of batch) b.reject(err);
+      return;
     }
+    batch.forEach((b, i) => written[i]!.then(b.resolve, b.reject));
   }
 }

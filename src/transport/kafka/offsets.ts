@@ -3,7 +3,9 @@
  * order (a dead letter can be acknowledged before the prediction of an
  * earlier frame), but a commit says "everything before this offset is done",
  * so it may only move past a message once it and every message handed out
- * before it are acknowledged by the broker.
+ * before it are done: acknowledged by the broker (at least once), or staged
+ * for the transaction that commits the offset (exactly once; such a
+ * transaction carries the outputs of `pending()`'s entries).
  *
  * A ledger belongs to one group generation. After a rebalance the consumer
  * starts a new one, carrying over the trackers of the partitions it keeps;
@@ -18,8 +20,12 @@ export interface OffsetEntry {
 }
 
 export class PartitionTracker {
+  /** Entries from the oldest one not covered by a commit, or not done (whichever is older). */
   private readonly entries: OffsetEntry[] = [];
+  /** Index of the first entry that is not done. */
   private head = 0;
+  /** Index of the first entry at or past the committed offset. */
+  private base = 0;
   /** Offset after the last message of the done prefix (what a commit would say). */
   private doneUpTo: bigint | undefined;
   private committedUpTo: bigint | undefined;
@@ -44,16 +50,38 @@ export class PartitionTracker {
     return this.lastAdded === undefined ? undefined : (this.lastAdded + 1n).toString();
   }
 
-  /** The offset to commit, if the done prefix moved since the last commit. */
+  /** The offset to commit, if the done prefix moved past the last commit. */
   committable(): string | undefined {
     this.advance();
-    if (this.doneUpTo === undefined || this.doneUpTo === this.committedUpTo) return undefined;
+    if (this.doneUpTo === undefined) return undefined;
+    if (this.committedUpTo !== undefined && this.doneUpTo <= this.committedUpTo) return undefined;
     return this.doneUpTo.toString();
   }
 
+  /** The entries a commit up to `offset` covers that no earlier commit did, oldest first. */
+  pending(offset: string): OffsetEntry[] {
+    const end = BigInt(offset);
+    const out: OffsetEntry[] = [];
+    for (let i = this.base; i < this.entries.length && this.entries[i]!.offset < end; i++)
+      out.push(this.entries[i]!);
+    return out;
+  }
+
+  /** Every entry no commit covers yet (done or not): what is given up when the partition goes. */
+  uncommitted(): OffsetEntry[] {
+    return this.entries.slice(this.base);
+  }
+
+  /**
+   * Records a commit. It may pass entries that are not done (exactly once: another member's
+   * transaction committed them first); the done prefix still has to pass them before the next one.
+   */
   markCommitted(offset: string): void {
     const value = BigInt(offset);
-    if (this.committedUpTo === undefined || value > this.committedUpTo) this.committedUpTo = value;
+    if (this.committedUpTo !== undefined && value <= this.committedUpTo) return;
+    this.committedUpTo = value;
+    while (this.base < this.entries.length && this.entries[this.base]!.offset < value) this.base++;
+    this.trim();
   }
 
   private advance(): void {
@@ -61,10 +89,16 @@ export class PartitionTracker {
       this.doneUpTo = this.entries[this.head]!.offset + 1n;
       this.head++;
     }
-    // Drop the acknowledged prefix now and then rather than shifting on every message.
-    if (this.head > 1024 && this.head * 2 > this.entries.length) {
-      this.entries.splice(0, this.head);
-      this.head = 0;
+    this.trim();
+  }
+
+  /** Drops what is both done and committed now and then, rather than shifting on every message. */
+  private trim(): void {
+    const drop = Math.min(this.head, this.base);
+    if (drop > 1024 && drop * 2 > this.entries.length) {
+      this.entries.splice(0, drop);
+      this.head -= drop;
+      this.base -= drop;
     }
   }
 }
@@ -91,6 +125,11 @@ export class OffsetLedger {
 
   get(topic: string, partition: number): PartitionTracker | undefined {
     return this.partitions.get(key(topic, partition))?.t;
+  }
+
+  /** The partitions of `topic` this ledger has a tracker for. */
+  partitionsOf(topic: string): number[] {
+    return [...this.partitions.values()].filter((p) => p.topic === topic).map((p) => p.partition);
   }
 
   /** Takes over a tracker from the previous generation's ledger. */

@@ -1,5 +1,6 @@
 /**
- * The one producer a worker writes predictions and dead letters with:
+ * At least once, the one producer a worker writes predictions and dead
+ * letters with (exactly once, transactions.ts has one per partition):
  * idempotent (the broker drops the duplicates its own retries would make),
  * `acks: -1` so a send resolves only once every in-sync replica has the
  * messages, which is what makes committing the input offsets afterwards safe.

@@ -1,0 +1,275 @@
+/**
+ * One arm of the Kafka benchmark: fresh topics (frames with 4 partitions,
+ * predictions, dead letters), a fresh consumer group and Redis key prefix,
+ * `layercache worker` replicas as child processes with the cache on or off,
+ * the frames, and a reader of every prediction until each frame has one.
+ *
+ * Two ways to load the worker:
+ *
+ * - pre-produced (default): every frame is in the topic before the workers
+ *   start, so they run flat out from their first fetch and the producer never
+ *   shares the cores with them; throughput counts from the first prediction
+ *   to the last. End-to-end latency is then mostly the wait in the topic.
+ * - paced (`rate`): the workers start and join first, then frames arrive at
+ *   a fixed rate; end-to-end latency is what a frame sees at that load.
+ *
+ * Everything the arm created (workers, the reader, topics, group, Redis keys)
+ * is removed before it returns or throws.
+ */
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import type { Admin, Kafka } from "kafkajs";
+import type { Config } from "../../src/config/index.ts";
+import type { Logger } from "../../src/telemetry/logger.ts";
+import type { ProduceResult } from "../../src/tools/frame-producer.ts";
+import { produceFrames } from "../../src/tools/frame-producer.ts";
+import type { FrameSource } from "../../src/tools/frame-source.ts";
+import { ROOT } from "../../src/tools/local-services.ts";
+import { runName } from "../../src/tools/names.ts";
+import type { SummarySnapshot } from "../../src/tools/prediction-summary.ts";
+import type { TailEnd } from "../../src/tools/prediction-tail.ts";
+import { PredictionTail } from "../../src/tools/prediction-tail.ts";
+import { WorkerReplica, describe, replicaEnv } from "../../src/tools/worker-replica.ts";
+import type { Progress } from "../lib/progress.ts";
+import { progress } from "../lib/progress.ts";
+import { FrameLog } from "./frame-log.ts";
+import { deleteKeysUnder } from "./redis-keys.ts";
+import { Teardown } from "./teardown.ts";
+
+export const FRAMES_PARTITIONS = 4;
+/** Loading the model and joining the group, on a busy 2-core machine. */
+const WORKER_START_TIMEOUT_MS = 180_000;
+
+export type ArmName = "cacheOff" | "cacheOn";
+
+export interface ArmPlan {
+  arm: ArmName;
+  /** 0-based repeat this arm belongs to. */
+  repeat: number;
+  frames: number;
+  workers: number;
+  /** onnxruntime intra-op threads per session, in each worker. */
+  threads: number;
+  /** Frames per second once the workers are ready; undefined: all produced before they start. */
+  rate?: number;
+  /** Seeded order of the test split, the same in every arm. */
+  shuffleSeed: number;
+  /** Longest wait for every frame's prediction. */
+  timeoutMs: number;
+}
+
+/** What every arm shares. */
+export interface BenchContext {
+  config: Config;
+  kafka: Kafka;
+  /** "host:port,..." as the workers get it. */
+  brokers: string;
+  redisUrl: string;
+  source: FrameSource;
+  log: Logger;
+  say: (line: string) => void;
+  signal: AbortSignal;
+  showProgress: boolean;
+}
+
+export interface ArmRun {
+  plan: ArmPlan;
+  /** Unique name of the arm's topics, group, frame ids and Redis prefix. */
+  name: string;
+  snapshot: SummarySnapshot;
+  frames: FrameLog;
+  produced: ProduceResult;
+  /** Whether a worker did not exit 0 when stopped. */
+  workersFailed: boolean;
+}
+
+const interrupted = () => new Error("interrupted");
+
+export async function runArm(ctx: BenchContext, plan: ArmPlan): Promise<ArmRun> {
+  const teardown = new Teardown(ctx.say);
+  try {
+    return await armBody(ctx, plan, teardown);
+  } finally {
+    await teardown.run();
+  }
+}
+
+async function armBody(ctx: BenchContext, plan: ArmPlan, teardown: Teardown): Promise<ArmRun> {
+  const { kafka, say, signal } = ctx;
+  const name = runName(`lcbench-${plan.arm === "cacheOn" ? "on" : "off"}`);
+  const topics = { frames: `${name}.frames`, predictions: `${name}.predictions`, deadLetters: `${name}.dlq` };
+  const group = `${name}-workers`;
+  const label = `${plan.arm === "cacheOn" ? "cache on" : "cache off"} #${plan.repeat + 1}`;
+
+  const admin = kafka.admin();
+  teardown.push("disconnect the admin client", () => admin.disconnect());
+  await admin.connect();
+  await admin.createTopics({
+    topics: [
+      { topic: topics.frames, numPartitions: FRAMES_PARTITIONS, replicationFactor: 1 },
+      { topic: topics.predictions, numPartitions: FRAMES_PARTITIONS, replicationFactor: 1 },
+      { topic: topics.deadLetters, numPartitions: 1, replicationFactor: 1 },
+    ],
+    waitForLeaders: true,
+  });
+  teardown.push("delete the arm's topics and group", () => dropRun(admin, Object.values(topics), group));
+  teardown.push("delete the arm's Redis keys", async () => {
+    await deleteKeysUnder(ctx.redisUrl, name);
+  });
+
+  // Reading from the beginning before any prediction exists: every one is seen.
+  const tail = await PredictionTail.start(
+    kafka,
+    {
+      topic: topics.predictions,
+      fromBeginning: true,
+      expect: plan.frames,
+      maxMessageBytes: ctx.config.maxMessageBytes,
+      log: ctx.log,
+    },
+    signal,
+  );
+  if (!tail) throw interrupted();
+  teardown.push("stop reading predictions", () => tail.stop());
+  let bar: Progress = progress("", 0, false);
+  const frames = FrameLog.follow(tail, name, plan.frames, (distinct) => bar.update(distinct));
+
+  const workers = new Workers(ctx, plan, name, topics, group);
+  teardown.push("stop the workers", async () => {
+    await workers.stop();
+  });
+
+  const produce = (producerSignal: AbortSignal, onProgress?: (sent: number) => void) =>
+    produceFrames(kafka, ctx.source, {
+      topic: topics.frames,
+      count: plan.frames,
+      rate: plan.rate,
+      shuffleSeed: plan.shuffleSeed,
+      idPrefix: name,
+      signal: producerSignal,
+      onProgress,
+      log: ctx.log,
+    });
+
+  let produced: ProduceResult;
+  let end: TailEnd;
+  if (plan.rate === undefined) {
+    const producing = progress(`${label} produce`, plan.frames, ctx.showProgress);
+    produced = await produce(signal, (sent) => producing.update(sent)).finally(() => producing.stop());
+    if (produced.aborted) throw interrupted();
+    say(
+      `${label}: ${produced.sent} frames in ${topics.frames} (${produced.ratePerSecond.toFixed(0)}/s); starting`,
+    );
+    await workers.start();
+    bar = progress(label, plan.frames, ctx.showProgress);
+    end = await workers.follow(tail, plan.timeoutMs).finally(() => bar.stop());
+  } else {
+    await workers.start();
+    say(`${label}: workers ready; producing at ${plan.rate} frames/s`);
+    const stopProducing = new AbortController();
+    const producerFailed = new AbortController();
+    const producing = produce(AbortSignal.any([signal, stopProducing.signal]));
+    // A producer that fails ends the wait; awaiting `producing` below then throws its error.
+    producing.catch(() => producerFailed.abort());
+    bar = progress(label, plan.frames, ctx.showProgress);
+    end = await workers.follow(tail, plan.timeoutMs, producerFailed.signal).finally(() => {
+      bar.stop();
+      stopProducing.abort();
+    });
+    produced = await producing;
+  }
+  const snapshot = tail.summary.snapshot(Date.now());
+  if (signal.aborted) throw interrupted();
+  const died = workers.died;
+  const workersFailed = await workers.stop();
+  if (end !== "complete") {
+    const why = died
+      ? `worker ${died.name} exited early (${describe(await died.exited)}); its log ends with:\n${died.logTail()}`
+      : `timed out after ${plan.timeoutMs / 1000} s`;
+    throw new Error(`${label}: ${snapshot.distinctFrames} of ${plan.frames} frames answered: ${why}`);
+  }
+  return { plan, name, snapshot, frames, produced, workersFailed };
+}
+
+/** The arm's worker replicas: started together, followed, stopped once. */
+class Workers {
+  private readonly replicas: WorkerReplica[] = [];
+  private stopping: Promise<boolean> | undefined;
+  /** The first replica that exited on its own. */
+  died: WorkerReplica | undefined;
+
+  constructor(
+    private readonly ctx: BenchContext,
+    private readonly plan: ArmPlan,
+    private readonly name: string,
+    private readonly topics: { frames: string; predictions: string; deadLetters: string },
+    private readonly group: string,
+  ) {}
+
+  /** Spawns the replicas and waits until each has loaded the model and joined the group. */
+  async start(): Promise<void> {
+    const { config } = this.ctx;
+    const logDir = join(ROOT, ".run", "bench-kafka", this.name);
+    mkdirSync(logDir, { recursive: true });
+    for (let i = 1; i <= this.plan.workers; i++) {
+      const env = replicaEnv(config, {
+        kafkaBrokers: this.ctx.brokers,
+        redisUrl: this.ctx.redisUrl,
+        redisKeyPrefix: this.name,
+        framesTopic: this.topics.frames,
+        predictionsTopic: this.topics.predictions,
+        deadLetterTopic: this.topics.deadLetters,
+        groupId: this.group,
+        workerId: `${this.plan.arm}-${this.plan.repeat + 1}-w${i}`,
+        cacheEnabled: String(this.plan.arm === "cacheOn"),
+        intraOpThreads: String(this.plan.threads),
+        // Several replicas on one machine cannot share one metrics port.
+        metricsPort: "0",
+        // Readiness is the worker's "worker started" log line.
+        logLevel: ["trace", "debug", "info"].includes(config.logLevel) ? config.logLevel : "info",
+      });
+      const replica = new WorkerReplica(`${this.name}-w${i}`, env, join(logDir, `worker-${i}.log`));
+      void replica.exited.then(() => {
+        if (!this.stopping) this.died ??= replica;
+      });
+      this.replicas.push(replica);
+    }
+    await Promise.all(this.replicas.map((r) => r.ready(WORKER_START_TIMEOUT_MS, this.ctx.signal)));
+  }
+
+  /**
+   * Reads predictions until every frame is answered, a worker exits, the
+   * timeout, an interrupt or `also` aborts.
+   */
+  async follow(tail: PredictionTail, timeoutMs: number, also?: AbortSignal): Promise<TailEnd> {
+    const following = new AbortController();
+    const onExit = () => following.abort();
+    for (const r of this.replicas) void r.exited.then(onExit);
+    const signals = [this.ctx.signal, following.signal, ...(also ? [also] : [])];
+    return tail.run({ timeoutMs, signal: AbortSignal.any(signals) });
+  }
+
+  /** SIGTERM to every replica, waiting for their ordered shutdown; resolves whether any failed. */
+  stop(): Promise<boolean> {
+    this.stopping ??= (async () => {
+      if (this.replicas.length === 0) return false;
+      const grace = this.ctx.config.shutdownTimeoutMs + 10_000;
+      const exits = await Promise.all(this.replicas.map((r) => r.stop(grace)));
+      const failed = exits.some((e) => e.code !== 0);
+      if (failed) {
+        this.ctx.say(
+          `workers stopped: ${exits.map((e, i) => `${this.replicas[i]!.name} ${describe(e)}`).join(", ")}`,
+        );
+      }
+      return failed;
+    })();
+    return this.stopping;
+  }
+}
+
+/** Deletes an arm's topics and consumer group. */
+async function dropRun(admin: Admin, topics: string[], group: string): Promise<void> {
+  // A group that never committed may not exist; the topics matter more.
+  await admin.deleteGroups([group]).catch(() => undefined);
+  await admin.deleteTopics({ topics, timeout: 10_000 });
+}

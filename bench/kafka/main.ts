@@ -1,0 +1,135 @@
+/**
+ * npm run bench:kafka -- [--frames N] [--workers N] [--threads N] [--rate N] [--repeats R] [--seed N]
+ *                        [--timeout S] [--json]
+ *
+ * The worker end to end through the real broker, cache off against cache on,
+ * in one run: for each arm, fresh topics and group, `layercache worker`
+ * replicas as child processes (LAYERCACHE_CACHE=false for cache off), the
+ * Fashion-MNIST test stream in a seeded order (the same in every arm), and
+ * every prediction read back. By default all frames are in the topic before
+ * the workers start, so throughput (first to last prediction) is the
+ * workers', not the producer's; `--rate` paces the frames after the workers
+ * are ready instead, for latency at a fixed load. Arms alternate across
+ * repeats; figures are medians (see report.ts). Uses the configured broker
+ * and Redis, starting the project's own when they do not answer, and removes
+ * what it created at the end and on Ctrl-C.
+ */
+import { Command } from "commander";
+import { z } from "zod";
+import { catchInterrupts } from "../../src/cli/interrupt.ts";
+import { parseOptions, positiveNumber, wholeNumber } from "../../src/cli/options.ts";
+import { toolLogger } from "../../src/cli/tool-logger.ts";
+import { loadConfig } from "../../src/config/index.ts";
+import { createKafka } from "../../src/transport/kafka/client.ts";
+import { FASHION_MNIST, openFrameSource } from "../../src/tools/frame-source.ts";
+import { ensureKafka, ensureRedis } from "../../src/tools/local-services.ts";
+import type { ArmName, ArmRun, BenchContext } from "./arm.ts";
+import { runArm } from "./arm.ts";
+import type { BenchSettings, RepeatFigures } from "./report.ts";
+import { armFigures, buildReport, formatReport, repeatFigures } from "./report.ts";
+import { Teardown } from "./teardown.ts";
+
+const schema = z.object({
+  frames: wholeNumber(1).default(10_000),
+  workers: wholeNumber(1, 8).default(1),
+  threads: wholeNumber(1, 64).default(1),
+  rate: positiveNumber.optional(),
+  repeats: wholeNumber(1, 50).default(1),
+  seed: wholeNumber(0, 2 ** 32 - 1).default(1),
+  timeout: positiveNumber.default(600),
+  json: z.boolean().default(false),
+});
+
+const cli = new Command("bench-kafka")
+  .option("--frames <n>", "frames per arm (default 10000, the test split; more repeats its images)")
+  .option("--workers <n>", "worker replicas per arm (default 1)")
+  .option("--threads <n>", "onnxruntime intra-op threads per worker session (default 1)")
+  .option(
+    "--rate <n>",
+    "frames per second after the workers are ready (default: all produced before they start)",
+  )
+  .option("--repeats <n>", "pairs of arms, alternating which goes first (default 1)")
+  .option("--seed <n>", "seeded order of the test split, the same in both arms (default 1)")
+  .option("--timeout <seconds>", "longest wait for an arm's predictions (default 600)")
+  .option("--json", "print one JSON object instead of tables")
+  .parse();
+const options = parseOptions("npm run bench:kafka", schema, cli.opts());
+
+const say = (line: string) => process.stderr.write(`[bench:kafka] ${line}\n`);
+const ARM_LABEL: Record<ArmName, string> = { cacheOff: "cache off", cacheOn: "cache on" };
+
+async function main(): Promise<number> {
+  const config = loadConfig(process.env);
+  // kafkajs chatter only when asked for with LOG_LEVEL.
+  const log = toolLogger({ ...config, logLevel: process.env.LOG_LEVEL ? config.logLevel : "warn" }, "bench");
+  const interrupt = catchInterrupts(log);
+  const teardown = new Teardown(say);
+  const t0 = performance.now();
+  try {
+    const kafkaService = await ensureKafka(config.kafkaBrokers, say);
+    teardown.push("stop the Kafka broker", () => kafkaService.stop());
+    const redis = await ensureRedis(config.redisUrl, say);
+    teardown.push("stop redis-server", () => redis.stop());
+    const ctx: BenchContext = {
+      config,
+      kafka: createKafka({ ...config, kafkaBrokers: kafkaService.address.split(",") }, log),
+      brokers: kafkaService.address,
+      redisUrl: redis.address,
+      source: await openFrameSource(FASHION_MNIST),
+      log,
+      say,
+      signal: interrupt.signal,
+      showProgress: !options.json && process.stderr.isTTY === true,
+    };
+    const settings: BenchSettings = {
+      frames: options.frames,
+      workers: options.workers,
+      threads: options.threads,
+      mode: options.rate === undefined ? "pre-produced" : "paced",
+      rate: options.rate ?? null,
+      repeats: options.repeats,
+      seed: options.seed,
+    };
+    const runs: RepeatFigures[] = [];
+    for (let repeat = 0; repeat < options.repeats; repeat++) {
+      const order: ArmName[] = repeat % 2 === 0 ? ["cacheOff", "cacheOn"] : ["cacheOn", "cacheOff"];
+      const done: Partial<Record<ArmName, ArmRun>> = {};
+      for (const arm of order) {
+        const run = await runArm(ctx, {
+          arm,
+          repeat,
+          frames: options.frames,
+          workers: options.workers,
+          threads: options.threads,
+          rate: options.rate,
+          shuffleSeed: options.seed,
+          timeoutMs: options.timeout * 1000,
+        });
+        const f = armFigures(run);
+        say(
+          `${ARM_LABEL[arm]} #${repeat + 1}: ${f.throughput.toFixed(1)} predictions/s over ${f.spanS.toFixed(1)} s, ` +
+            `end-to-end p95 ${f.latencyMs.p95.toFixed(1)} ms, ${f.duplicates} duplicates`,
+        );
+        done[arm] = run;
+      }
+      runs.push(repeatFigures(repeat, order[0]!, done.cacheOff!, done.cacheOn!));
+    }
+    const report = buildReport(settings, runs);
+    process.stdout.write(options.json ? JSON.stringify(report, null, 2) + "\n" : formatReport(report) + "\n");
+    const failed = runs.some((r) => r.cacheOff.workersFailed || r.cacheOn.workersFailed);
+    if (failed)
+      say("a worker did not stop cleanly (see the lines above); the figures stand, the exit code is 1");
+    return failed ? 1 : 0;
+  } catch (err) {
+    if (interrupt.signal.aborted) return 130;
+    say(`failed: ${err instanceof Error ? err.message : String(err)}`);
+    return 1;
+  } finally {
+    if (interrupt.signal.aborted) say("interrupted: cleaning up");
+    await teardown.run();
+    interrupt.dispose();
+    say(`wall time ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  }
+}
+
+process.exitCode = await main();

@@ -1,0 +1,208 @@
+/**
+ * The worker's Prometheus metrics, all named `layercache_*`, in a registry of
+ * its own (tests run several workers in one process). Counters and
+ * histograms are fed as frames go through the stage (`StageObserver`); gauges
+ * of state held elsewhere (in-flight frames, paused partitions, consumer lag,
+ * the shadow audit) are read when scraped. Latencies are in seconds, from the
+ * fields every Prediction carries.
+ */
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { Prediction } from "../codec/prediction.ts";
+import type { Config } from "../config/index.ts";
+import type { TransactionResult } from "../transport/kafka/transactions.ts";
+import type { StageObserver } from "./frame-stage.ts";
+import type { ExitAudit, ModelInfo, OutcomeColumns } from "./inference-protocol.ts";
+
+/** What the gauges read at scrape time; each returns nothing useful until the worker has it. */
+export interface GaugeSources {
+  inFlight(): number;
+  pausedPartitions(): number;
+  /** Per assigned partition of the frames topic. */
+  lag(): ReadonlyMap<number, number>;
+  audit(): Iterable<ExitAudit>;
+  model(): ModelInfo | undefined;
+}
+
+const BACKBONE = "backbone";
+const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+const COMPUTE_BUCKETS = [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25];
+const BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+
+/** `exit` label of an outcome: the exit index, or "backbone" for -1. */
+export const exitLabel = (exit: number): string => (exit < 0 ? BACKBONE : String(exit));
+
+export class WorkerMetrics implements StageObserver {
+  readonly registry = new Registry();
+  private readonly framesConsumed: Counter;
+  private readonly predictions: Counter;
+  private readonly deadLetters: Counter<"reason">;
+  private readonly exitHits: Counter<"exit">;
+  private readonly audited: Counter;
+  private readonly macsExecuted: Counter;
+  private readonly macsSaved: Counter;
+  private readonly queueSeconds: Histogram;
+  private readonly computeSeconds: Histogram;
+  private readonly endToEndSeconds: Histogram;
+  private readonly batchFrames: Histogram;
+  private readonly headsVersion: Gauge;
+  private readonly transactions: Counter<"result">;
+  private labelledExits = false;
+
+  constructor(config: Pick<Config, "workerId" | "delivery">, sources: GaugeSources) {
+    const registers = [this.registry];
+    const counter = <L extends string = never>(name: string, help: string, labelNames: L[] = []) =>
+      new Counter<L>({ name: `layercache_${name}`, help, labelNames, registers });
+    const histogram = (name: string, help: string, buckets: number[]) =>
+      new Histogram({ name: `layercache_${name}`, help, buckets, registers });
+
+    this.framesConsumed = counter(
+      "frames_consumed_total",
+      "Messages taken from the frames topic, good or bad.",
+    );
+    this.predictions = counter("predictions_total", "Predictions delivered (acknowledged, or committed).");
+    this.deadLetters = counter("dead_letters_total", "Dead letters delivered, by the codec's reason.", [
+      "reason",
+    ]);
+    this.exitHits = counter(
+      "exit_hits_total",
+      "Delivered predictions by what answered: exit 0..n-1 or backbone.",
+      ["exit"],
+    );
+    this.audited = counter(
+      "audited_frames_total",
+      "Frames an exit was confident about, run through the backbone too.",
+    );
+    this.macsExecuted = counter("macs_executed_total", "Multiply-accumulates run for delivered predictions.");
+    this.macsSaved = counter(
+      "macs_saved_total",
+      "Multiply-accumulates early exits saved against the whole backbone.",
+    );
+    this.queueSeconds = histogram(
+      "queue_seconds",
+      "From a frame's producedAt to its consumption.",
+      LATENCY_BUCKETS,
+    );
+    this.computeSeconds = histogram(
+      "compute_seconds",
+      "Model time per frame (its share of its batch).",
+      COMPUTE_BUCKETS,
+    );
+    this.endToEndSeconds = histogram(
+      "end_to_end_seconds",
+      "From a frame's producedAt to its prediction being written.",
+      LATENCY_BUCKETS,
+    );
+    this.batchFrames = histogram(
+      "batch_frames",
+      "Frames per micro-batch run through the model.",
+      BATCH_BUCKETS,
+    );
+    this.transactions = counter(
+      "transactions_total",
+      "Exactly-once transactions by outcome: committed, aborted (sent again) or fenced.",
+      ["result"],
+    );
+    this.headsVersion = new Gauge({
+      name: "layercache_heads_version",
+      help: "Version of the cache heads that answered the latest batch.",
+      registers,
+    });
+    new Gauge({
+      name: "layercache_worker_info",
+      help: "Always 1; labels say which worker, delivery mode and model.",
+      labelNames: ["worker_id", "delivery", "model_id"],
+      registers,
+      collect() {
+        this.reset();
+        const model = sources.model()?.modelId ?? "";
+        this.set({ worker_id: config.workerId, delivery: config.delivery, model_id: model }, 1);
+      },
+    });
+    new Gauge({
+      name: "layercache_in_flight_frames",
+      help: "Messages consumed and not yet answered.",
+      registers,
+      collect() {
+        this.set(sources.inFlight());
+      },
+    });
+    new Gauge({
+      name: "layercache_paused_partitions",
+      help: "Frames-topic partitions paused because the pipeline is full.",
+      registers,
+      collect() {
+        this.set(sources.pausedPartitions());
+      },
+    });
+    new Gauge({
+      name: "layercache_consumer_lag",
+      help: "Messages in a frames-topic partition after the last one handed out, as of the latest fetch.",
+      labelNames: ["partition"],
+      registers,
+      collect() {
+        this.reset();
+        for (const [partition, lag] of sources.lag()) this.set({ partition: String(partition) }, lag);
+      },
+    });
+    new Gauge({
+      name: "layercache_audit_agreement",
+      help: "Share of recent shadow audits (the drift window) where the exit agreed with the backbone.",
+      labelNames: ["exit"],
+      registers,
+      collect() {
+        this.reset();
+        for (const a of sources.audit())
+          if (a.windowAudited > 0) this.set({ exit: exitLabel(a.exit) }, a.windowAgreed / a.windowAudited);
+      },
+    });
+    new Gauge({
+      name: "layercache_audit_window_frames",
+      help: "Shadow audits in the drift window behind layercache_audit_agreement.",
+      labelNames: ["exit"],
+      registers,
+      collect() {
+        this.reset();
+        for (const a of sources.audit()) this.set({ exit: exitLabel(a.exit) }, a.windowAudited);
+      },
+    });
+  }
+
+  /** Shows every exit (and each transaction outcome) at 0 before it first happens. */
+  modelLoaded(model: ModelInfo, delivery: Config["delivery"]): void {
+    if (this.labelledExits) return;
+    this.labelledExits = true;
+    for (let e = -1; e < model.exits; e++) this.exitHits.inc({ exit: exitLabel(e) }, 0);
+    if (delivery === "exactly-once")
+      for (const result of ["committed", "aborted", "fenced"] as const) this.transactions.inc({ result }, 0);
+  }
+
+  consumed(): void {
+    this.framesConsumed.inc();
+  }
+
+  batch(outcomes: OutcomeColumns): void {
+    this.batchFrames.observe(outcomes.label.length);
+    let version = -Infinity;
+    for (const v of outcomes.headsVersion) version = Math.max(version, v);
+    if (Number.isFinite(version)) this.headsVersion.set(version);
+  }
+
+  predicted(p: Prediction): void {
+    this.predictions.inc();
+    this.exitHits.inc({ exit: exitLabel(p.exit) });
+    if (p.audited) this.audited.inc();
+    this.macsExecuted.inc(p.macs);
+    this.macsSaved.inc(p.macsSaved);
+    this.queueSeconds.observe(Math.max(0, p.queueMs) / 1000);
+    this.computeSeconds.observe(p.computeMs / 1000);
+    this.endToEndSeconds.observe(Math.max(0, p.endToEndMs) / 1000);
+  }
+
+  deadLettered(reason: string): void {
+    this.deadLetters.inc({ reason });
+  }
+
+  transaction(result: TransactionResult): void {
+    this.transactions.inc({ result });
+  }
+}
