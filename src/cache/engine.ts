@@ -27,6 +27,14 @@ interface KeptFeatures {
   size: number;
 }
 
+/** The backbone's answer for one frame's logits: top class and its softmax probability. */
+function topClass(logits: Float32Array): { label: number; confidence: number } {
+  const best = argmax(logits, 0, logits.length);
+  let sum = 0;
+  for (let k = 0; k < logits.length; k++) sum += Math.exp(logits[k]! - logits[best]!);
+  return { label: best, confidence: 1 / sum };
+}
+
 function rowOf(k: KeptFeatures, frame: number): Float32Array {
   const r = k.rows.get(frame)!;
   return k.features.subarray(r * k.size, (r + 1) * k.size);
@@ -136,6 +144,7 @@ export class CacheEngine {
     if (input.length !== n * this.frameSize) {
       throw new LayercacheError("INTERNAL", `batch of ${n} frames with ${input.length} floats`);
     }
+    if (!this.options.cacheEnabled) return this.backboneOnly(ids, input);
     const snap = this.snapshot;
     const anyOpen = this.options.cacheEnabled && snap.decisions.some((d) => d.open);
     const heldOutRate = anyOpen ? this.options.calibrationRate : this.options.warmupCalibrationRate;
@@ -190,6 +199,34 @@ export class CacheEngine {
       if (active.length === 0) break;
     }
     return out;
+  }
+
+  /**
+   * Cache off: the whole network as one session, nothing learned. This is the
+   * baseline the benchmarks compare against, so it must not pay for pooling
+   * features or training heads that will never answer.
+   */
+  private async backboneOnly(ids: readonly string[], input: Float32Array): Promise<FrameOutcome[]> {
+    const n = ids.length;
+    const c = this.classes;
+    const t0 = performance.now();
+    const logits = await this.backbone.runFull(input, n);
+    const share = (performance.now() - t0) / n;
+    const macs = this.backbone.manifest.full.macs;
+    return ids.map((id, row) => {
+      const { label, confidence } = topClass(logits.subarray(row * c, (row + 1) * c));
+      return {
+        id,
+        label,
+        confidence,
+        exit: BACKBONE_EXIT,
+        audited: false,
+        heldOut: false,
+        macs,
+        computeMs: share,
+        headsVersion: this.snapshot.version,
+      };
+    });
   }
 
   /** Evaluates the head at an open exit; returns the frames that leave here. */
@@ -251,12 +288,10 @@ export class CacheEngine {
     const auditedAt = new Map(audits.map((a) => [a.frame, a]));
     active.forEach((f, row) => {
       const frameLogits = logits.subarray(row * c, (row + 1) * c);
-      const best = argmax(frameLogits, 0, c);
-      let sum = 0;
-      for (let k = 0; k < c; k++) sum += Math.exp(frameLogits[k]! - frameLogits[best]!);
+      const { label: best, confidence } = topClass(frameLogits);
       const frame = out[f]!;
       frame.label = best;
-      frame.confidence = 1 / sum;
+      frame.confidence = confidence;
       frame.exit = BACKBONE_EXIT;
       const audit = auditedAt.get(f);
       if (audit) this.audit.record(audit.exit, audit.label === best);

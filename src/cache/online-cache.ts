@@ -24,7 +24,7 @@ export class OnlineCache {
     private readonly store: CacheStateStore,
     options: CacheOptions,
     snapshot: CacheSnapshot,
-    cacheEnabled: boolean,
+    private readonly cacheEnabled: boolean,
   ) {
     const exits = backbone.exitCount;
     this.audit = new ShadowAudit(
@@ -61,6 +61,8 @@ export class OnlineCache {
 
   /** Learns from what the last batches showed; adopts a new snapshot if one was published. */
   async maintain(): Promise<CacheSnapshot | undefined> {
+    // Cache off: the engine answers with the backbone alone and observes nothing.
+    if (!this.cacheEnabled) return undefined;
     const t0 = performance.now();
     const next = this.trainer.maintain(this.backbone.manifest.modelId);
     let adopted: CacheSnapshot | undefined;
