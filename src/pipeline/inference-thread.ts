@@ -59,7 +59,9 @@ async function load(init: InferenceInit): Promise<Loaded> {
   // The engine runs segment by segment; the one-session full model would only cost memory.
   const backbone = await SegmentedBackbone.load(init.modelDir, {
     intraOpThreads: init.intraOpThreads,
-    loadFull: false,
+    // The whole network as one session is the cache-off path; with the cache
+    // on, the engine runs fused spans and never needs it.
+    loadFull: !init.cacheEnabled,
   });
   const cache = await OnlineCache.create(backbone, init.cache, undefined, init.cacheEnabled);
   return { backbone, cache, pre: new Preprocessor(backbone.manifest.input) };
