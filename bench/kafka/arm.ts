@@ -18,7 +18,7 @@
  */
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import type { Admin, Kafka } from "kafkajs";
+import type { Kafka } from "kafkajs";
 import type { Config } from "../../src/config/index.ts";
 import type { Logger } from "../../src/telemetry/logger.ts";
 import type { ProduceResult } from "../../src/tools/frame-producer.ts";
@@ -26,6 +26,7 @@ import { produceFrames } from "../../src/tools/frame-producer.ts";
 import type { FrameSource } from "../../src/tools/frame-source.ts";
 import { ROOT } from "../../src/tools/local-services.ts";
 import { runName } from "../../src/tools/names.ts";
+import { createRunTopics, dropRun } from "../../src/tools/run-topics.ts";
 import type { SummarySnapshot } from "../../src/tools/prediction-summary.ts";
 import type { TailEnd } from "../../src/tools/prediction-tail.ts";
 import { PredictionTail } from "../../src/tools/prediction-tail.ts";
@@ -36,7 +37,6 @@ import { FrameLog } from "./frame-log.ts";
 import { deleteKeysUnder } from "./redis-keys.ts";
 import { Teardown } from "./teardown.ts";
 
-export const FRAMES_PARTITIONS = 4;
 /** Loading the model and joining the group, on a busy 2-core machine. */
 const WORKER_START_TIMEOUT_MS = 180_000;
 
@@ -104,15 +104,8 @@ async function armBody(ctx: BenchContext, plan: ArmPlan, teardown: Teardown): Pr
   const admin = kafka.admin();
   teardown.push("disconnect the admin client", () => admin.disconnect());
   await admin.connect();
-  await admin.createTopics({
-    topics: [
-      { topic: topics.frames, numPartitions: FRAMES_PARTITIONS, replicationFactor: 1 },
-      { topic: topics.predictions, numPartitions: FRAMES_PARTITIONS, replicationFactor: 1 },
-      { topic: topics.deadLetters, numPartitions: 1, replicationFactor: 1 },
-    ],
-    waitForLeaders: true,
-  });
-  teardown.push("delete the arm's topics and group", () => dropRun(admin, Object.values(topics), group));
+  await createRunTopics(admin, topics);
+  teardown.push("delete the arm's topics and group", () => dropRun(admin, topics, group));
   teardown.push("delete the arm's Redis keys", async () => {
     await deleteKeysUnder(ctx.redisUrl, name);
   });
@@ -268,8 +261,3 @@ class Workers {
 }
 
 /** Deletes an arm's topics and consumer group. */
-async function dropRun(admin: Admin, topics: string[], group: string): Promise<void> {
-  // A group that never committed may not exist; the topics matter more.
-  await admin.deleteGroups([group]).catch(() => undefined);
-  await admin.deleteTopics({ topics, timeout: 10_000 });
-}

@@ -12,7 +12,6 @@
 import { mkdirSync } from "node:fs";
 import { join, relative } from "node:path";
 import type { Command } from "commander";
-import type { Admin } from "kafkajs";
 import { z } from "zod";
 import type { Config } from "../config/index.ts";
 import { LayercacheError } from "../errors/index.ts";
@@ -22,6 +21,7 @@ import { FASHION_MNIST, openFrameSource } from "../tools/frame-source.ts";
 import { produceFrames } from "../tools/frame-producer.ts";
 import { ROOT, ensureKafka, ensureRedis } from "../tools/local-services.ts";
 import { runName } from "../tools/names.ts";
+import { FRAMES_PARTITIONS, createRunTopics, dropRun } from "../tools/run-topics.ts";
 import { PredictionTail } from "../tools/prediction-tail.ts";
 import { startProgress } from "../tools/progress.ts";
 import { formatSummaryTable } from "../tools/summary-format.ts";
@@ -32,7 +32,6 @@ import { produceSummaryLine } from "./produce.ts";
 import { followTail } from "./tail.ts";
 import { toolLogger } from "./tool-logger.ts";
 
-const FRAMES_PARTITIONS = 4;
 /** Loading the model and joining the group; generous for a busy 2-core machine. */
 const WORKER_START_TIMEOUT_MS = 180_000;
 
@@ -127,14 +126,7 @@ async function demo(config: Config, options: DemoOptions, ctx: DemoContext): Pro
   cleanup.push({ what: "disconnect the admin client", run: () => admin.disconnect() });
   try {
     await admin.connect();
-    await admin.createTopics({
-      topics: [
-        { topic: topics.frames, numPartitions: FRAMES_PARTITIONS, replicationFactor: 1 },
-        { topic: topics.predictions, numPartitions: FRAMES_PARTITIONS, replicationFactor: 1 },
-        { topic: topics.deadLetters, numPartitions: 1, replicationFactor: 1 },
-      ],
-      waitForLeaders: true,
-    });
+    await createRunTopics(admin, topics);
   } catch (err) {
     throw new LayercacheError(
       "SERVICE_UNAVAILABLE",
@@ -145,7 +137,7 @@ async function demo(config: Config, options: DemoOptions, ctx: DemoContext): Pro
   if (!options.keepTopics) {
     cleanup.push({
       what: "delete the run's topics",
-      run: () => dropRun(admin, Object.values(topics), group),
+      run: () => dropRun(admin, topics, group),
     });
   }
   say(
@@ -251,11 +243,4 @@ async function demo(config: Config, options: DemoOptions, ctx: DemoContext): Pro
     say(`timed out after ${options.timeout} s with ${snapshot.distinctFrames} of ${options.count} frames`);
   }
   return 1;
-}
-
-/** Deletes the run's topics and consumer group. */
-async function dropRun(admin: Admin, topics: string[], group: string): Promise<void> {
-  // A group that never committed may not exist; the topics matter more.
-  await admin.deleteGroups([group]).catch(() => undefined);
-  await admin.deleteTopics({ topics, timeout: 10_000 });
 }

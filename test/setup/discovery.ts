@@ -11,10 +11,10 @@
 import { spawn, spawnSync } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { mkdtempSync } from "node:fs";
-import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { tcpAnswers } from "../../src/tools/local-services.ts";
 
 export const ROOT = resolve(fileURLToPath(new URL(".", import.meta.url)), "../..");
 
@@ -27,19 +27,6 @@ export interface FoundService {
 }
 
 const noop = async (): Promise<void> => undefined;
-
-export function tcpAnswers(host: string, port: number, timeoutMs = 1_000): Promise<boolean> {
-  return new Promise((done) => {
-    const socket = createConnection({ host, port });
-    const finish = (ok: boolean) => {
-      socket.destroy();
-      done(ok);
-    };
-    socket.setTimeout(timeoutMs, () => finish(false));
-    socket.once("connect", () => finish(true));
-    socket.once("error", () => finish(false));
-  });
-}
 
 function hostPort(address: string, defaultPort: number): [string, number] {
   const m = /^(?:[a-z]+:\/\/)?(?:[^@/]*@)?\[?([^\]\s/:]+)\]?(?::(\d+))?/.exec(address);

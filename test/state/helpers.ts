@@ -22,7 +22,7 @@ import { StateConnection } from "../../src/state/redis-connection.ts";
 import type { Logger } from "../../src/telemetry/logger.ts";
 import { createLogger } from "../../src/telemetry/logger.ts";
 import { deleteKeys, testRedis, uniqueName } from "../helpers/services.ts";
-import { tcpAnswers } from "../setup/discovery.ts";
+import { tcpAnswers } from "../../src/tools/local-services.ts";
 
 /** Three exits with 6, 10 and 14 pooled features, 4 classes. */
 export const LAYOUT: StateLayout = { featureSizes: [6, 10, 14], classes: 4 };
