@@ -126,6 +126,7 @@ async function main(): Promise<void> {
         progress(`target ${target}`, count, !opt.json && process.stderr.isTTY === true),
       );
       const f = summarise(base, arm, stream, model.manifest.full.macs, model.exitCount);
+      await arm.cache?.close();
       sweep.push({ target, agreement: f.agreement, macsSavedPct: f.macsSavedPct });
     }
     writeFileSync(
@@ -145,6 +146,7 @@ async function main(): Promise<void> {
       ),
     );
   }
+  await cached.cache!.close();
   await model.close();
 
   const result = {

@@ -1,6 +1,7 @@
 /**
  * Adam with decoupled weight decay (AdamW), updating a flat Float32Array of
- * parameters in place from a float64 gradient. The moments live only in
+ * parameters in place from a float64 (reference heads) or float32
+ * (onnxruntime kernel) gradient. The moments live only in
  * memory: a head restored from bytes starts them afresh, which costs a few
  * steps of bias-corrected warm-up and nothing else.
  */
@@ -39,7 +40,7 @@ export class Adam {
   }
 
   /** One update of `params` along `gradient` (same length and layout). */
-  step(params: Float32Array, gradient: Float64Array): void {
+  step(params: Float32Array, gradient: Float32Array | Float64Array): void {
     const { learningRate, beta1, beta2, epsilon, weightDecay } = this.options;
     this.steps++;
     const stepSize = learningRate / (1 - Math.pow(beta1, this.steps));

@@ -17,6 +17,14 @@ import { SeededRandom } from "./random.ts";
 import type { CacheSnapshot } from "./state.ts";
 import type { ShadowAudit } from "./audit.ts";
 import { argmax } from "./head-math.ts";
+import type { KernelPool } from "./head-kernel.ts";
+
+/**
+ * Below this many multiply-accumulates per call a head answers in TypeScript:
+ * an onnxruntime call costs ~40 µs however small, the per-row loop ~0.5 ns a
+ * MAC (head-kernel.ts, measured on the 1280-feature exit).
+ */
+const KERNEL_MIN_MACS = 50_000;
 
 export const BACKBONE_EXIT = -1;
 
@@ -70,6 +78,8 @@ export interface EngineOptions {
   calibrationRate: number;
   warmupCalibrationRate: number;
   seed: number;
+  /** onnxruntime kernels for the heads; without them heads answer in TypeScript. */
+  kernels?: KernelPool;
 }
 
 export class CacheEngine {
@@ -180,7 +190,7 @@ export class CacheEngine {
       // The span ends at an open exit: its head answers for the frames it is sure of.
       const exit = this.backbone.exitAfterSegment(range.last);
       const { features, size } = kept[exit]!;
-      const leaving = this.tryExit(exit, out, active, features, size, audits);
+      const leaving = await this.tryExit(exit, out, active, features, size, audits);
       if (leaving && leaving.size > 0) {
         this.teach(exit, leaving, kept);
         const t1 = performance.now();
@@ -230,21 +240,27 @@ export class CacheEngine {
   }
 
   /** Evaluates the head at an open exit; returns the frames that leave here. */
-  private tryExit(
+  private async tryExit(
     exit: number,
     out: FrameOutcome[],
     active: number[],
     features: Float32Array,
     size: number,
     audits: { frame: number; exit: number; label: number }[],
-  ): Set<number> | null {
+  ): Promise<Set<number> | null> {
     const decision = this.snapshot.decisions[exit];
     const head = this.snapshot.heads[exit];
     if (!decision?.open || decision.threshold === null || !head) return null;
     const t0 = performance.now();
     const m = active.length;
     if (this.probs.length < m * this.classes) this.probs = new Float32Array(m * this.classes);
-    head.predictBatch(features.subarray(0, m * size), m, this.probs);
+    const rows = features.subarray(0, m * size);
+    const { kernels } = this.options;
+    if (kernels && m * head.macs() >= KERNEL_MIN_MACS) {
+      await head.predictBatchWith(await kernels.get(head.shape), rows, m, this.probs);
+    } else {
+      head.predictBatch(rows, m, this.probs);
+    }
     const leaving = new Set<number>();
     for (let row = 0; row < m; row++) {
       const f = active[row]!;

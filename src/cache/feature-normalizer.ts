@@ -17,7 +17,7 @@ export class FeatureNormalizer {
   /** Population variance of each feature. */
   readonly variance: Float64Array;
   /** 1 / sqrt(variance + floor), cached so standardizing is a multiply. */
-  private readonly scale: Float64Array;
+  readonly scale: Float64Array;
   private observed = 0;
 
   constructor(

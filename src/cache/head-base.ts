@@ -13,6 +13,7 @@ import { Adam } from "./adam.ts";
 import { FeatureNormalizer } from "./feature-normalizer.ts";
 import { encodeHead } from "./head-codec.ts";
 import { softmaxInto, softTargetCrossEntropy } from "./head-math.ts";
+import type { HeadKernel, KernelHead } from "./head-kernel.ts";
 import type { ExitHead, HeadKind, HeadOptions, HeadShape, HeadState } from "./head-types.ts";
 import { parameterCount, resolveHeadOptions, shapeProblem } from "./head-types.ts";
 
@@ -37,9 +38,11 @@ export abstract class HeadBase implements ExitHead {
   protected readonly standardized: Float64Array;
   protected readonly logits: Float64Array;
   private readonly dLogits: Float64Array;
+  /** What the onnxruntime kernel reads: float32 statistics and gradient (head-kernel.ts). */
+  private kernelScratch: { mean: Float32Array; scale: Float32Array; gradient: Float32Array } | undefined;
 
   protected constructor(
-    protected readonly shape: HeadShape,
+    readonly shape: HeadShape,
     options: Partial<HeadOptions>,
     decayedCount: number,
   ) {
@@ -91,6 +94,50 @@ export abstract class HeadBase implements ExitHead {
     const loss = this.accumulate(features, targets, n, this.gradient);
     this.optimizer.step(this.params, this.gradient);
     return loss;
+  }
+
+  /**
+   * `predictBatch` on onnxruntime: the same maths in float32, for batches
+   * large enough that matrix kernels beat the per-row loops.
+   */
+  async predictBatchWith(
+    kernel: HeadKernel,
+    features: Float32Array,
+    n: number,
+    out: Float32Array,
+  ): Promise<void> {
+    this.checkBatch(features, n);
+    if (out.length < n * this.classes) misuse(`predictBatch output too short for ${n} rows`, { n });
+    await kernel.predict(this.kernelInput(), features, n, out);
+  }
+
+  /** `trainBatch` with the gradient computed by onnxruntime; the statistics and Adam step are the same. */
+  async trainBatchWith(
+    kernel: HeadKernel,
+    features: Float32Array,
+    targets: Float32Array,
+    n: number,
+  ): Promise<number> {
+    this.checkTrainingBatch(features, targets, n);
+    this.normalizer.observe(features, n);
+    const input = this.kernelInput();
+    const gradient = this.kernelScratch!.gradient;
+    const loss = await kernel.gradient(input, features, targets, n, gradient);
+    this.optimizer.step(this.params, gradient);
+    return loss;
+  }
+
+  /** The head as the kernel reads it, with the statistics copied to float32. */
+  private kernelInput(): KernelHead {
+    this.kernelScratch ??= {
+      mean: new Float32Array(this.inputSize),
+      scale: new Float32Array(this.inputSize),
+      gradient: new Float32Array(this.params.length),
+    };
+    const { mean, scale } = this.kernelScratch;
+    mean.set(this.normalizer.mean);
+    scale.set(this.normalizer.scale);
+    return { shape: this.shape, params: this.params, mean, scale };
   }
 
   /** Mean cross-entropy of n rows at the current parameters and statistics (no update). */

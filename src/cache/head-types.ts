@@ -5,6 +5,7 @@
  */
 import { LayercacheError } from "../errors/index.ts";
 import type { AdamOptions } from "./adam.ts";
+import type { HeadKernel } from "./head-kernel.ts";
 
 export type HeadKind = "softmax" | "mlp";
 
@@ -16,6 +17,7 @@ export type HeadKind = "softmax" | "mlp";
  */
 export interface ExitHead {
   readonly kind: HeadKind;
+  readonly shape: HeadShape;
   readonly inputSize: number;
   readonly classes: number;
   /** Class probabilities for one feature vector (exactly inputSize long) into `out` (classes long). */
@@ -29,6 +31,14 @@ export interface ExitHead {
    * distribution). Returns the mean cross-entropy before the step.
    */
   trainBatch(features: Float32Array, targets: Float32Array, n: number): number;
+  /** `predictBatch` and `trainBatch` with the matrix arithmetic on onnxruntime (head-kernel.ts). */
+  predictBatchWith(kernel: HeadKernel, features: Float32Array, n: number, out: Float32Array): Promise<void>;
+  trainBatchWith(
+    kernel: HeadKernel,
+    features: Float32Array,
+    targets: Float32Array,
+    n: number,
+  ): Promise<number>;
   /** Weights and input statistics (not the optimizer state) in the head codec format. */
   toBytes(): Uint8Array;
 }

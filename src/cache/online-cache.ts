@@ -11,6 +11,7 @@ import type { CacheOptions } from "./options.ts";
 import type { CacheSnapshot, CacheStateStore } from "./state.ts";
 import { MemoryStateStore, emptySnapshot } from "./state.ts";
 import { HeadTrainer } from "./trainer.ts";
+import { KernelPool } from "./head-kernel.ts";
 
 export class OnlineCache {
   readonly engine: CacheEngine;
@@ -18,6 +19,8 @@ export class OnlineCache {
   readonly audit: ShadowAudit;
   /** Milliseconds spent learning and calibrating, outside `process()`. */
   maintenanceMs = 0;
+  /** onnxruntime sessions for the heads' arithmetic, shared by trainer and engine. */
+  private readonly kernels = new KernelPool();
 
   private constructor(
     private readonly backbone: SegmentedBackbone,
@@ -34,12 +37,13 @@ export class OnlineCache {
       options.targetAgreement,
       options.driftSignificance,
     );
-    this.trainer = new HeadTrainer(backbone.manifest, options, this.audit, snapshot.version);
+    this.trainer = new HeadTrainer(backbone.manifest, options, this.audit, snapshot.version, this.kernels);
     this.engine = new CacheEngine(backbone, snapshot, this.audit, this.trainer, {
       cacheEnabled,
       calibrationRate: options.calibrationRate,
       warmupCalibrationRate: options.warmupCalibrationRate,
       seed: options.seed,
+      kernels: this.kernels,
     });
   }
 
@@ -64,7 +68,7 @@ export class OnlineCache {
     // Cache off: the engine answers with the backbone alone and observes nothing.
     if (!this.cacheEnabled) return undefined;
     const t0 = performance.now();
-    const next = this.trainer.maintain(this.backbone.manifest.modelId);
+    const next = await this.trainer.maintain(this.backbone.manifest.modelId);
     let adopted: CacheSnapshot | undefined;
     if (next && (await this.store.publish(next))) {
       this.engine.adopt(next);
@@ -72,5 +76,10 @@ export class OnlineCache {
     }
     this.maintenanceMs += performance.now() - t0;
     return adopted;
+  }
+
+  /** Releases the heads' onnxruntime sessions (the backbone is closed by its owner). */
+  async close(): Promise<void> {
+    await this.kernels.release();
   }
 }

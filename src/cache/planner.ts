@@ -7,6 +7,7 @@
 import type { CalibrationOutcome, CalibrationSet, CalibrationTarget, ExitScores } from "./calibration.ts";
 import { calibrateExit } from "./calibration.ts";
 import type { ExitHead } from "./heads.ts";
+import type { KernelPool } from "./head-kernel.ts";
 import { argmax } from "./head-math.ts";
 
 export interface ExitDecision {
@@ -33,14 +34,16 @@ export interface ExitCosts {
 
 /**
  * Scores the calibration frames marked in `reaching` (all of them if absent)
- * with one head; frames not scored get confidence -1, below every threshold.
+ * with one head, on onnxruntime when `kernels` is given; frames not scored
+ * get confidence -1, below every threshold.
  */
-export function scoreHead(
+export async function scoreHead(
   head: ExitHead,
   set: CalibrationSet,
   exit: number,
   reaching?: Uint8Array,
-): ExitScores {
+  kernels?: KernelPool,
+): Promise<ExitScores> {
   const n = set.size;
   const d = head.inputSize;
   const rows: number[] = [];
@@ -56,7 +59,8 @@ export function scoreHead(
     rows.forEach((f, i) => features.set(all.subarray(f * d, (f + 1) * d), i * d));
   }
   const probs = new Float32Array(rows.length * head.classes);
-  head.predictBatch(features, rows.length, probs);
+  if (kernels) await head.predictBatchWith(await kernels.get(head.shape), features, rows.length, probs);
+  else head.predictBatch(features, rows.length, probs);
   rows.forEach((f, i) => {
     const best = argmax(probs, i * head.classes, head.classes);
     label[f] = best;
@@ -65,17 +69,23 @@ export function scoreHead(
   return { confidence, label };
 }
 
-export function planExits(
+export async function planExits(
   heads: readonly (ExitHead | null)[],
   set: CalibrationSet,
   target: CalibrationTarget,
   costs: ExitCosts,
+  kernels?: KernelPool,
   forcedClosed: ReadonlySet<number> = new Set(),
-): ExitDecision[] {
+): Promise<ExitDecision[]> {
   const n = set.size;
   const labels = set.labels.subarray(0, n);
   const reaching = new Uint8Array(n).fill(1);
-  return heads.map((head, exit) => {
+  const decisions: ExitDecision[] = [];
+  // Exits in order: each one only sees the frames the earlier open exits leave.
+  for (const [exit, head] of heads.entries()) decisions.push(await decide(exit, head));
+  return decisions;
+
+  async function decide(exit: number, head: ExitHead | null): Promise<ExitDecision> {
     const closed = (reason: string, calibration: CalibrationOutcome | null = null): ExitDecision => ({
       exit,
       open: false,
@@ -89,7 +99,7 @@ export function planExits(
     if (!head) return closed("no head trained yet");
     if (forcedClosed.has(exit))
       return closed("closed by the shadow audit (drift); waiting for fresh calibration");
-    const scores = scoreHead(head, set, exit, reaching);
+    const scores = await scoreHead(head, set, exit, reaching, kernels);
     const cal = calibrateExit(scores, labels, reaching, target);
     if (cal.threshold === undefined) {
       const why =
@@ -120,7 +130,7 @@ export function planExits(
       costMacs,
       calibration: cal,
     };
-  });
+  }
 }
 
 function fmt(macs: number): string {

@@ -11,6 +11,7 @@ import type { ShadowAudit } from "./audit.ts";
 import { CalibrationSet } from "./calibration.ts";
 import type { CacheObserver } from "./engine.ts";
 import type { ExitHead } from "./heads.ts";
+import { KernelPool } from "./head-kernel.ts";
 import { createHead, headFromBytes, softmaxWithTemperature } from "./heads.ts";
 import type { CacheOptions } from "./options.ts";
 import type { ExitCosts, ExitDecision } from "./planner.ts";
@@ -63,6 +64,7 @@ export class HeadTrainer implements CacheObserver {
     private readonly options: CacheOptions,
     private readonly audit: ShadowAudit,
     startVersion = 0,
+    private readonly kernels: KernelPool = new KernelPool(),
   ) {
     this.sizes = manifest.exits.map((e) => e.size);
     this.classes = manifest.classes.length;
@@ -100,26 +102,28 @@ export class HeadTrainer implements CacheObserver {
    * Trains, checks the audit, and returns a new snapshot when one is due
    * (every `publishEvery` observed frames, or at once after a drift alarm).
    */
-  maintain(modelId: string): CacheSnapshot | undefined {
-    this.train();
+  async maintain(modelId: string): Promise<CacheSnapshot | undefined> {
+    await this.train();
     const drifted = this.checkDrift();
     if (!drifted && this.sincePublish < this.options.publishEvery) return undefined;
     this.sincePublish = 0;
     return this.snapshot(modelId);
   }
 
-  private train(): void {
+  /** Mini-batch steps on onnxruntime (head-kernel.ts): one per whole pending step, every exit. */
+  private async train(): Promise<void> {
     if (this.replay.size(this.sizes.length - 1) < this.options.trainBatch) return;
     const t0 = performance.now();
     const batch = this.options.trainBatch;
     while (this.pendingSteps >= 1) {
       this.pendingSteps--;
       this.stats.steps++;
-      this.sizes.forEach((size, e) => {
+      for (const [e, size] of this.sizes.entries()) {
         const head = (this.heads[e] ??= createHead(this.options, size, this.classes, this.rng));
         this.replay.sample(e, batch, this.rng, this.batchFeatures[e]!, this.batchTargets);
-        head.trainBatch(this.batchFeatures[e]!, this.batchTargets, batch);
-      });
+        const kernel = await this.kernels.get(head.shape);
+        await head.trainBatchWith(kernel, this.batchFeatures[e]!, this.batchTargets, batch);
+      }
     }
     this.stats.trainMs += performance.now() - t0;
   }
@@ -137,11 +141,17 @@ export class HeadTrainer implements CacheObserver {
     return true;
   }
 
-  private snapshot(modelId: string): CacheSnapshot {
+  private async snapshot(modelId: string): Promise<CacheSnapshot> {
     const t0 = performance.now();
     // Publish copies: the engine must never see a head mid-update.
     const heads = this.heads.map((h) => (h ? headFromBytes(h.toBytes()) : null));
-    let decisions: ExitDecision[] = planExits(heads, this.calibration, this.options, this.costs);
+    let decisions: ExitDecision[] = await planExits(
+      heads,
+      this.calibration,
+      this.options,
+      this.costs,
+      this.kernels,
+    );
     if (this.driftNote) {
       const note = this.driftNote;
       if (decisions.some((d) => d.open)) this.driftNote = undefined;

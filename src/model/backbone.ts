@@ -40,6 +40,23 @@ export interface SpanResult {
   features: Map<number, Float32Array>;
 }
 
+/**
+ * Session options for every onnxruntime session the project opens: explicit
+ * threads, sequential execution, full graph optimisation, and no spinning.
+ * Eight sessions each with a spinning intra-op pool starve each other on two
+ * cores: bench/backbone measured chained segments 5-9x slower than the whole
+ * model at 2 threads with spinning on.
+ */
+export function onnxSessionOptions(intraOpThreads: number): ort.InferenceSession.SessionOptions {
+  return {
+    intraOpNumThreads: intraOpThreads,
+    interOpNumThreads: 1,
+    executionMode: "sequential",
+    graphOptimizationLevel: "all",
+    extra: { session: { intra_op: { allow_spinning: "0" } } },
+  };
+}
+
 export class SegmentedBackbone {
   readonly manifest: Manifest;
   readonly dir: string;
@@ -71,16 +88,7 @@ export class SegmentedBackbone {
 
   static async load(dir: string, options: RuntimeOptions): Promise<SegmentedBackbone> {
     const manifest = loadManifest(dir);
-    const sessionOptions: ort.InferenceSession.SessionOptions = {
-      intraOpNumThreads: options.intraOpThreads,
-      interOpNumThreads: 1,
-      executionMode: "sequential",
-      graphOptimizationLevel: "all",
-      // Eight sessions each with a spinning intra-op pool starve each other on
-      // two cores: bench/backbone measured chained segments 5-9x slower than
-      // the whole model at 2 threads with spinning on.
-      extra: { session: { intra_op: { allow_spinning: "0" } } },
-    };
+    const sessionOptions = onnxSessionOptions(options.intraOpThreads);
     const open = async (file: string, spec: Pick<SegmentSpec, "input" | "outputs">) => {
       let session: ort.InferenceSession;
       try {

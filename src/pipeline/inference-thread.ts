@@ -164,6 +164,7 @@ class InferenceServer {
 
   private async close(): Promise<void> {
     this.queue.length = 0;
+    await this.loaded.cache.close();
     await this.loaded.backbone.close();
     this.log.info("inference thread closed");
     this.log.flush();

@@ -28,12 +28,15 @@ function fixedHead(label: number, confidence: number, classes: number, inputSize
   };
   const head: ExitHead = {
     kind: "softmax",
+    shape: { kind: "softmax", inputSize, hidden: 0, classes },
     inputSize,
     classes,
     predict: (_f: Float32Array, out: Float32Array) => fill(out, 1),
     predictBatch: (_f: Float32Array, n: number, out: Float32Array) => fill(out, n),
+    predictBatchWith: async (_k, _f: Float32Array, n: number, out: Float32Array) => fill(out, n),
     macs: () => inputSize * classes,
     trainBatch: () => 0,
+    trainBatchWith: async () => 0,
     toBytes: () => new Uint8Array(0),
   };
   return head;
