@@ -69,7 +69,10 @@ export interface FrameOutcome {
 export interface CacheObserver {
   /** `features[e]` are the frame's pooled features at exit e; `logits` the backbone's. */
   onBackboneFrame(features: readonly Float32Array[], logits: Float32Array, heldOut: boolean): void;
-  /** A frame left through an open exit: `features[e]` for the exits before it, `probs` the answering head's. */
+  /**
+   * A frame left through an open exit: `features[e]` for the exits before it
+   * (none at exit 0), `probs` the answering head's.
+   */
   onEarlyExit(features: readonly Float32Array[], probs: Float32Array): void;
 }
 
@@ -283,7 +286,6 @@ export class CacheEngine {
 
   /** Hands the frames leaving at `exit` to the observer with their features at the exits before it. */
   private teach(exit: number, leaving: Set<number>, kept: KeptFeatures[]): void {
-    if (exit === 0) return;
     const c = this.classes;
     const here = kept[exit]!;
     for (const f of leaving) {

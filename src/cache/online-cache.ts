@@ -2,10 +2,22 @@
  * The online layer cache in one process: engine, trainer, shadow audit and a
  * state store wired together. `process()` answers a micro-batch; learning and
  * re-calibration happen after it returns, off the per-frame path.
+ *
+ * Alone (the default), the cache trains its own heads and publishes them to
+ * its store. In a fleet that shares one set of heads (docs/sharing.md) it
+ * has one of two roles, switched between batches by whoever holds the
+ * trainer lease:
+ *
+ * - follower: what the engine sees goes to a forwarder (to the trainer, on
+ *   another replica); `maintain()` neither trains nor publishes, and new
+ *   heads arrive through `engine.adopt`;
+ * - trainer: the engine's observations go to a trainer started from the
+ *   heads the engine holds; `maintain()` trains and publishes as alone.
  */
+import { LayercacheError } from "../errors/index.ts";
 import type { SegmentedBackbone } from "../model/backbone.ts";
 import { ShadowAudit } from "./audit.ts";
-import type { FrameOutcome } from "./engine.ts";
+import type { CacheObserver, FrameOutcome } from "./engine.ts";
 import { CacheEngine } from "./engine.ts";
 import type { CacheOptions } from "./options.ts";
 import type { CacheSnapshot, CacheStateStore } from "./state.ts";
@@ -13,21 +25,68 @@ import { MemoryStateStore, emptySnapshot } from "./state.ts";
 import { HeadTrainer } from "./trainer.ts";
 import { KernelPool } from "./head-kernel.ts";
 
+export type CacheRole = "alone" | "follower" | "trainer";
+
+/** What a cache in a fleet needs besides its store. */
+export interface FleetRoles {
+  /** The engine's observer while another replica trains: sends what the engine sees to it. */
+  forwarder: CacheObserver;
+}
+
+/** How `becomeTrainer` started training. */
+export type TakeoverKind = "resumed" | "took-over";
+
+/**
+ * A trainer that takes over starts with an empty calibration set, so its first
+ * decisions would close exits the fleet has proven. Until its own evidence is
+ * as good, its snapshots are held back and the fleet keeps the one it has.
+ */
+interface TakeoverHold {
+  /** Exits open in the snapshot taken over. */
+  open: number;
+  /** Held-out frames behind that snapshot's decisions (at most the calibration capacity). */
+  evidence: number;
+  /** The trainer's drift alarms when it took over: an alarm publishes at once. */
+  driftAlarms: number;
+}
+
+/** The engine's one observer: passes each call on to whoever learns now. */
+class ObserverSwitch implements CacheObserver {
+  constructor(public target: CacheObserver) {}
+
+  onBackboneFrame(features: readonly Float32Array[], logits: Float32Array, heldOut: boolean): void {
+    this.target.onBackboneFrame(features, logits, heldOut);
+  }
+
+  onEarlyExit(features: readonly Float32Array[], probs: Float32Array): void {
+    this.target.onEarlyExit(features, probs);
+  }
+}
+
+const openExits = (s: CacheSnapshot) => s.decisions.filter((d) => d.open).length;
+
 export class OnlineCache {
   readonly engine: CacheEngine;
-  readonly trainer: HeadTrainer;
   readonly audit: ShadowAudit;
   /** Milliseconds spent learning and calibrating, outside `process()`. */
   maintenanceMs = 0;
-  /** onnxruntime sessions for the heads' arithmetic, shared by trainer and engine. */
+  /** onnxruntime sessions for the heads' arithmetic, shared by every trainer and the engine. */
   private readonly kernels = new KernelPool();
+  private currentRole: CacheRole;
+  /** The trainer learning now; on a follower, the one that last did (kept to resume). */
+  private learner: HeadTrainer | undefined;
+  private readonly observer: ObserverSwitch;
+  /** Version of the last snapshot this cache published. */
+  private lastPublished = -1;
+  private hold: TakeoverHold | undefined;
 
   private constructor(
     private readonly backbone: SegmentedBackbone,
     private readonly store: CacheStateStore,
-    options: CacheOptions,
+    private readonly options: CacheOptions,
     snapshot: CacheSnapshot,
     private readonly cacheEnabled: boolean,
+    private readonly fleet: FleetRoles | undefined,
   ) {
     const exits = backbone.exitCount;
     this.audit = new ShadowAudit(
@@ -37,8 +96,15 @@ export class OnlineCache {
       options.targetAgreement,
       options.driftSignificance,
     );
-    this.trainer = new HeadTrainer(backbone.manifest, options, this.audit, snapshot.version, this.kernels);
-    this.engine = new CacheEngine(backbone, snapshot, this.audit, this.trainer, {
+    if (fleet) {
+      this.currentRole = "follower";
+      this.observer = new ObserverSwitch(fleet.forwarder);
+    } else {
+      this.currentRole = "alone";
+      this.learner = new HeadTrainer(backbone.manifest, options, this.audit, snapshot.version, this.kernels);
+      this.observer = new ObserverSwitch(this.learner);
+    }
+    this.engine = new CacheEngine(backbone, snapshot, this.audit, this.observer, {
       cacheEnabled,
       calibrationRate: options.calibrationRate,
       warmupCalibrationRate: options.warmupCalibrationRate,
@@ -47,35 +113,131 @@ export class OnlineCache {
     });
   }
 
+  /**
+   * Starts from the store's snapshot when it has one for this model. With
+   * `fleet`, the cache starts as a follower (see the module comment).
+   */
   static async create(
     backbone: SegmentedBackbone,
     options: CacheOptions,
     store: CacheStateStore = new MemoryStateStore(),
     cacheEnabled = true,
+    fleet?: FleetRoles,
   ): Promise<OnlineCache> {
     const modelId = backbone.manifest.modelId;
     const existing = await store.current();
     const snapshot = existing?.modelId === modelId ? existing : emptySnapshot(modelId, backbone.exitCount);
-    return new OnlineCache(backbone, store, options, snapshot, cacheEnabled);
+    return new OnlineCache(backbone, store, options, snapshot, cacheEnabled, fleet);
+  }
+
+  get role(): CacheRole {
+    return this.currentRole;
+  }
+
+  /**
+   * The trainer: the one learning now, or on a follower the one that last
+   * did (one that never trained gets an idle trainer on first use).
+   */
+  get trainer(): HeadTrainer {
+    this.learner ??= new HeadTrainer(
+      this.backbone.manifest,
+      this.options,
+      this.audit,
+      this.engine.version,
+      this.kernels,
+    );
+    return this.learner;
+  }
+
+  /** Whether a trainer that took over is holding its snapshots back (see TakeoverHold). */
+  get holdingBack(): boolean {
+    return this.hold !== undefined;
   }
 
   async process(ids: readonly string[], input: Float32Array): Promise<FrameOutcome[]> {
     return this.engine.process(ids, input);
   }
 
-  /** Learns from what the last batches showed; adopts a new snapshot if one was published. */
+  /**
+   * Follower to trainer, between batches. If this cache trained before and the
+   * snapshot it holds is still the last one it published itself (nobody else
+   * trained meanwhile), that trainer resumes with all it had. Otherwise a new
+   * trainer starts from the engine's snapshot, numbering versions above
+   * `startVersion` (the highest version known to the fleet), and holds its
+   * snapshots back until its own calibration is as good as the one taken over.
+   */
+  becomeTrainer(startVersion: number): TakeoverKind {
+    if (this.currentRole !== "follower") {
+      throw new LayercacheError("INTERNAL", `becomeTrainer on a cache that is ${this.currentRole}`);
+    }
+    const current = this.engine.current;
+    const resume =
+      this.learner !== undefined &&
+      current.version === this.lastPublished &&
+      startVersion <= this.lastPublished;
+    if (!resume) {
+      const trainer = HeadTrainer.fromSnapshot(
+        this.backbone.manifest,
+        this.options,
+        this.audit,
+        current,
+        startVersion,
+        this.kernels,
+      );
+      this.learner = trainer;
+      const evidence = Math.max(0, ...current.decisions.map((d) => d.calibration?.reached ?? 0));
+      this.hold =
+        openExits(current) > 0
+          ? {
+              open: openExits(current),
+              evidence: Math.min(evidence, this.options.calibrationCapacity),
+              driftAlarms: trainer.stats.driftAlarms,
+            }
+          : undefined;
+    }
+    this.observer.target = this.learner!;
+    this.currentRole = "trainer";
+    return resume ? "resumed" : "took-over";
+  }
+
+  /** Trainer to follower, between batches: observations go to the forwarder again; the trainer is kept. */
+  becomeFollower(): void {
+    if (!this.fleet || this.currentRole === "follower") return;
+    this.observer.target = this.fleet.forwarder;
+    this.currentRole = "follower";
+  }
+
+  /**
+   * Learns from what the last batches showed, and publishes and adopts a new
+   * snapshot when one is due. A follower does neither. Errors of the store
+   * (a trainer that lost its lease, an unreachable store) reach the caller.
+   */
   async maintain(): Promise<CacheSnapshot | undefined> {
     // Cache off: the engine answers with the backbone alone and observes nothing.
-    if (!this.cacheEnabled) return undefined;
+    if (!this.cacheEnabled || this.currentRole === "follower") return undefined;
     const t0 = performance.now();
-    const next = await this.trainer.maintain(this.backbone.manifest.modelId);
-    let adopted: CacheSnapshot | undefined;
-    if (next && (await this.store.publish(next))) {
+    try {
+      const trainer = this.trainer;
+      const next = await trainer.maintain(this.backbone.manifest.modelId);
+      if (!next || this.heldBack(next, trainer)) return undefined;
+      if (!(await this.store.publish(next))) return undefined;
+      this.lastPublished = next.version;
       this.engine.adopt(next);
-      adopted = next;
+      return next;
+    } finally {
+      this.maintenanceMs += performance.now() - t0;
     }
-    this.maintenanceMs += performance.now() - t0;
-    return adopted;
+  }
+
+  private heldBack(next: CacheSnapshot, trainer: HeadTrainer): boolean {
+    const hold = this.hold;
+    if (!hold) return false;
+    const ready =
+      openExits(next) >= hold.open ||
+      trainer.calibration.size >= hold.evidence ||
+      trainer.stats.driftAlarms > hold.driftAlarms;
+    if (ready) this.hold = undefined;
+    return !ready;
   }
 
   /** Releases the heads' onnxruntime sessions (the backbone is closed by its owner). */

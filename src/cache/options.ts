@@ -29,8 +29,15 @@ export const cacheOptionsSchema = z.strictObject({
   teachEarlierExits: z.boolean().default(true),
   /** Mini-batch size of a head update. */
   trainBatch: z.number().int().min(1).max(4096).default(64),
-  /** Mini-batch updates per new training example (off the per-frame path). */
+  /** Mini-batch updates per new training example (off the per-frame path), for the first `trainingWarmupExamples`. */
   stepsPerExample: z.number().min(0).max(8).default(0.5),
+  /**
+   * After this many examples the heads have learned most of what they will,
+   * and each further example gets `steadyStepsPerExample` updates: enough to
+   * follow the stream, at a fraction of the cost.
+   */
+  trainingWarmupExamples: z.number().int().min(0).default(2000),
+  steadyStepsPerExample: z.number().min(0).max(8).default(0.1),
   /**
    * Share of incoming frames held out for calibration: they run the whole
    * backbone, answer with its label, and are never trained on. While no exit
@@ -40,7 +47,7 @@ export const cacheOptionsSchema = z.strictObject({
   warmupCalibrationRate: z.number().min(0).max(1).default(0.5),
   /** Held-out frames kept for calibration (newest win). */
   calibrationCapacity: z.number().int().min(100).max(100_000).default(5000),
-  /** Re-calibrate (and publish a new heads version) after this many new examples. */
+  /** Re-calibrate (and publish a new heads version) after this many frames observed. */
   publishEvery: z.number().int().min(1).max(100_000).default(200),
   /** Recent audits per exit that the drift check looks at. */
   auditWindow: z.number().int().min(10).max(100_000).default(200),

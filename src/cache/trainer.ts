@@ -79,6 +79,34 @@ export class HeadTrainer implements CacheObserver {
     this.costs = { remainingMacs: remainingMacs(manifest), overheadMacs: options.exitOverheadMacs };
   }
 
+  /**
+   * A trainer that carries on from a published snapshot, another replica's
+   * work (docs/sharing.md): its heads, copied through the codec so that
+   * training never touches the heads an engine answers with, and versions
+   * above `startVersion`. The optimizer state, the replay window and the
+   * calibration set start empty.
+   */
+  static fromSnapshot(
+    manifest: Manifest,
+    options: CacheOptions,
+    audit: ShadowAudit,
+    snapshot: CacheSnapshot,
+    startVersion = snapshot.version,
+    kernels: KernelPool = new KernelPool(),
+  ): HeadTrainer {
+    const trainer = new HeadTrainer(
+      manifest,
+      options,
+      audit,
+      Math.max(startVersion, snapshot.version),
+      kernels,
+    );
+    snapshot.heads.forEach((head, e) => {
+      if (head && e < trainer.heads.length) trainer.heads[e] = headFromBytes(head.toBytes());
+    });
+    return trainer;
+  }
+
   onBackboneFrame(features: readonly Float32Array[], logits: Float32Array, heldOut: boolean): void {
     if (heldOut) {
       this.calibration.add(features, argmax(logits, 0, this.classes));
@@ -87,13 +115,15 @@ export class HeadTrainer implements CacheObserver {
       softmaxWithTemperature(logits, this.options.temperature, this.target);
       features.forEach((f, e) => this.replay.add(e, f, this.target));
       this.stats.examples++;
-      this.pendingSteps += this.options.stepsPerExample;
+      const warm = this.stats.examples <= this.options.trainingWarmupExamples;
+      this.pendingSteps += warm ? this.options.stepsPerExample : this.options.steadyStepsPerExample;
     }
     this.sincePublish++;
   }
 
   onEarlyExit(features: readonly Float32Array[], probs: Float32Array): void {
-    if (!this.options.teachEarlierExits) return;
+    this.sincePublish++;
+    if (!this.options.teachEarlierExits || features.length === 0) return;
     features.forEach((f, e) => this.replay.add(e, f, probs));
     this.stats.taught += features.length;
   }
