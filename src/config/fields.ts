@@ -180,6 +180,18 @@ export const FIELDS = {
     schema: z.string().regex(/^[A-Za-z0-9._:-]{1,64}$/, "letters, digits and . _ : - only"),
     default: "layercache",
   },
+  sharing: {
+    env: "LAYERCACHE_SHARING",
+    doc: "Share the cache through Redis (one replica trains, all adopt; docs/sharing.md); false learns alone.",
+    schema: bool,
+    default: "true",
+  },
+  leaseTtlMs: {
+    env: "LAYERCACHE_LEASE_TTL_MS",
+    doc: "Trainer lease time: a dead trainer is replaced within it; renewed every third of it.",
+    schema: int(1_000, 300_000),
+    default: "15000",
+  },
   modelDir: {
     env: "LAYERCACHE_MODEL_DIR",
     doc: "Folder with the backbone's manifest.json and ONNX segments.",

@@ -13,6 +13,7 @@ import type {
   InferenceInit,
   ModelInfo,
   OutcomeColumns,
+  SharingStatus,
   ToInference,
 } from "./inference-protocol.ts";
 import { fromWireError } from "./inference-protocol.ts";
@@ -30,6 +31,8 @@ interface Pending {
 export class InferenceClient {
   /** The latest shadow audit of each exit that has been audited, by exit. */
   readonly audit = new Map<number, ExitAudit>();
+  /** How the thread takes part in sharing the cache, as last reported; undefined when it does not. */
+  sharing: SharingStatus | undefined;
   private readonly pending = new Map<number, Pending>();
   private seq = 0;
   private failure: LayercacheError | undefined;
@@ -126,6 +129,8 @@ export class InferenceClient {
       if (!p) return;
       if (m.type === "result") p.resolve(m.outcomes);
       else p.reject(fromWireError(m.error, "inference"));
+    } else if (m.type === "sharing") {
+      this.sharing = m.status;
     } else if (m.type === "fatal") {
       this.fail(fromWireError(m.error, "inference thread"));
     } else if (m.type === "closed") {

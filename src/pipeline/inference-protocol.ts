@@ -15,6 +15,35 @@ export interface InferenceInit {
   cache: CacheOptions;
   logLevel: string;
   workerId: string;
+  /** Share the cache with the other replicas through Redis (cache-sharing.ts); alone when absent. */
+  sharing?: SharingInit;
+}
+
+/** Where the fleet's shared cache state lives. */
+export interface SharingInit {
+  /** REDIS_URL (may hold a password: never logged as is). */
+  redisUrl: string;
+  keyPrefix: string;
+  leaseTtlMs: number;
+}
+
+/** How this replica takes part in sharing the cache, for metrics; totals since the thread started. */
+export interface SharingStatus {
+  /** Holds the trainer lease and trains (between batches; the lease itself may already be gone). */
+  training: boolean;
+  /** A trainer that took over, holding its snapshots back until its calibration is as good. */
+  holdingBack: boolean;
+  redisConnected: boolean;
+  /** Newest snapshot version the engine took from the shared state or published itself. */
+  snapshotVersion: number;
+  /** Snapshots adopted from other replicas, and published by this one. */
+  adopted: number;
+  published: number;
+  /** Examples sent to the trainer through Redis, and lost on the way (Redis unreachable). */
+  examplesForwarded: number;
+  examplesDropped: number;
+  /** Examples from other replicas trained on here. */
+  examplesReceived: number;
 }
 
 /** What the main thread needs to know about the model the thread loaded. */
@@ -66,6 +95,8 @@ export type FromInference =
   /** `audit`: the exits whose audit changed with this batch, if any did. */
   | { type: "result"; seq: number; outcomes: OutcomeColumns; audit?: ExitAudit[] }
   | { type: "failed"; seq: number; error: WireError }
+  /** Sharing the cache: sent when it changed (after batches, and while idle). */
+  | { type: "sharing"; status: SharingStatus }
   /** The thread cannot go on (model failed to load, learning failed). */
   | { type: "fatal"; error: WireError }
   | { type: "closed" };

@@ -7,11 +7,19 @@
  * result is posted first, then the cache learns from it (`maintain()`), so
  * learning never delays an answer and never overlaps a batch. A result also
  * carries the shadow audit of the exits it changed (for metrics).
+ *
+ * With sharing (cache-sharing.ts) the cache belongs to the fleet: a newer
+ * shared snapshot is adopted before a batch, the trainer lease decides after
+ * it whether this replica trains, and the same step also runs while no
+ * batches come, so that a trainer without frames of its own still trains on
+ * the fleet's and a follower still takes up the lease. Changes in how the
+ * replica takes part are posted to the main thread (metrics).
  */
 import { parentPort, workerData } from "node:worker_threads";
 import type { MessagePort } from "node:worker_threads";
 import type { FrameOutcome } from "../cache/engine.ts";
 import { OnlineCache } from "../cache/online-cache.ts";
+import type { CacheSnapshot } from "../cache/state.ts";
 import { SegmentedBackbone } from "../model/backbone.ts";
 import { Preprocessor } from "../model/preprocess.ts";
 import { componentLogger, createLogger } from "../telemetry/logger.ts";
@@ -25,11 +33,17 @@ import type {
   ToInference,
 } from "./inference-protocol.ts";
 import { outcomeBuffers, toWireError } from "./inference-protocol.ts";
+import { CacheSharing } from "./cache-sharing.ts";
+
+/** How often a thread with no batches runs the sharing step (adopt, lease, train). */
+const IDLE_STEP_MS = 250;
 
 interface Loaded {
   backbone: SegmentedBackbone;
   cache: OnlineCache;
   pre: Preprocessor;
+  /** Present when the cache is shared with the fleet. */
+  sharing?: CacheSharing;
 }
 
 function columns(outcomes: readonly FrameOutcome[]): OutcomeColumns {
@@ -55,7 +69,7 @@ function columns(outcomes: readonly FrameOutcome[]): OutcomeColumns {
   return c;
 }
 
-async function load(init: InferenceInit): Promise<Loaded> {
+async function load(init: InferenceInit, log: Logger): Promise<Loaded> {
   // The engine runs segment by segment; the one-session full model would only cost memory.
   const backbone = await SegmentedBackbone.load(init.modelDir, {
     intraOpThreads: init.intraOpThreads,
@@ -63,8 +77,24 @@ async function load(init: InferenceInit): Promise<Loaded> {
     // on, the engine runs fused spans and never needs it.
     loadFull: !init.cacheEnabled,
   });
-  const cache = await OnlineCache.create(backbone, init.cache, undefined, init.cacheEnabled);
-  return { backbone, cache, pre: new Preprocessor(backbone.manifest.input) };
+  const pre = new Preprocessor(backbone.manifest.input);
+  try {
+    if (init.sharing && init.cacheEnabled) {
+      const sharing = await CacheSharing.start({
+        backbone,
+        options: init.cache,
+        init: init.sharing,
+        workerId: init.workerId,
+        log,
+      });
+      return { backbone, cache: sharing.cache, pre, sharing };
+    }
+    const cache = await OnlineCache.create(backbone, init.cache, undefined, init.cacheEnabled);
+    return { backbone, cache, pre };
+  } catch (err) {
+    await backbone.close();
+    throw err;
+  }
 }
 
 function modelInfo({ backbone }: Loaded): ModelInfo {
@@ -82,16 +112,26 @@ function modelInfo({ backbone }: Loaded): ModelInfo {
 class InferenceServer {
   private readonly queue: ToInference[] = [];
   private busy = false;
+  private closing = false;
   private openExits = 0;
+  private headsVersion: number;
   /** Audits recorded per exit as of the last result (only changed exits are sent). */
   private readonly auditedSent: number[] = [];
+  private sharingSent = "";
+  private readonly idleTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly port: MessagePort,
     private readonly loaded: Loaded,
     private readonly log: Logger,
     private readonly init: InferenceInit,
-  ) {}
+  ) {
+    this.headsVersion = loaded.cache.engine.version;
+    if (loaded.sharing) {
+      this.idleTimer = setInterval(() => void this.idleStep(), IDLE_STEP_MS);
+      this.idleTimer.unref();
+    }
+  }
 
   /** The exits whose audit moved since the last call. */
   private auditChanges(): ExitAudit[] | undefined {
@@ -134,10 +174,24 @@ class InferenceServer {
     }
   }
 
+  /** The sharing step while no batch comes (a batch runs it after its result). */
+  private async idleStep(): Promise<void> {
+    if (this.busy || this.closing || this.queue.length > 0) return;
+    this.busy = true;
+    try {
+      await this.learn();
+    } finally {
+      this.busy = false;
+    }
+    if (this.queue.length > 0) void this.pump();
+  }
+
   private async batch(seq: number, ids: string[], pixels: Uint8Array): Promise<void> {
     const { cache, pre } = this.loaded;
     let outcomes: FrameOutcome[];
     try {
+      this.loaded.sharing?.adoptLatest();
+      this.noteHeads(undefined);
       outcomes = await cache.process(ids, pre.normalise(pixels, ids.length));
     } catch (err) {
       this.log.error({ err, seq, frames: ids.length }, "batch failed");
@@ -147,23 +201,51 @@ class InferenceServer {
     const result = columns(outcomes);
     const audit = this.auditChanges();
     this.post({ type: "result", seq, outcomes: result, ...(audit ? { audit } : {}) }, outcomeBuffers(result));
+    await this.learn();
+  }
+
+  /** Learning after a batch (or while idle, when shared): train, publish, adopt, switch roles. */
+  private async learn(): Promise<void> {
+    const { cache, sharing } = this.loaded;
     try {
-      const adopted = await cache.maintain();
-      if (adopted) {
-        const open = adopted.decisions.filter((d) => d.open).length;
-        // A new version every publishEvery frames is routine; exits opening or closing is news.
-        const level = open === this.openExits ? "debug" : "info";
-        this.openExits = open;
-        this.log[level]({ headsVersion: adopted.version, openExits: open }, "new cache heads adopted");
-      }
+      const published = await (sharing ? sharing.maintain() : cache.maintain());
+      this.noteHeads(published);
     } catch (err) {
       this.log.error({ err }, "cache maintenance failed");
       this.post({ type: "fatal", error: toWireError(err) });
     }
+    if (sharing) {
+      const status = sharing.status();
+      const text = JSON.stringify(status);
+      if (text !== this.sharingSent) {
+        this.sharingSent = text;
+        this.post({ type: "sharing", status });
+      }
+    }
+  }
+
+  /** Logs a change of the heads that answer: published here, or adopted from the fleet. */
+  private noteHeads(published: CacheSnapshot | undefined): void {
+    const current = this.loaded.cache.engine.current;
+    if (current.version === this.headsVersion) return;
+    this.headsVersion = current.version;
+    const open = current.decisions.filter((d) => d.open).length;
+    // A new version every publishEvery frames is routine; exits opening or closing is news.
+    const level = open === this.openExits ? "debug" : "info";
+    this.openExits = open;
+    const source = published === current ? "published here" : "from the shared state";
+    this.log[level]({ headsVersion: current.version, openExits: open, source }, "new cache heads adopted");
   }
 
   private async close(): Promise<void> {
+    this.closing = true;
     this.queue.length = 0;
+    clearInterval(this.idleTimer);
+    try {
+      await this.loaded.sharing?.close();
+    } catch (err) {
+      this.log.warn({ err }, "could not close the shared cache state cleanly");
+    }
     await this.loaded.cache.close();
     await this.loaded.backbone.close();
     this.log.info("inference thread closed");
@@ -177,7 +259,7 @@ async function main(port: MessagePort, init: InferenceInit): Promise<void> {
   const log = componentLogger(createLogger({ level: init.logLevel, workerId: init.workerId }), "inference");
   let loaded: Loaded;
   try {
-    loaded = await load(init);
+    loaded = await load(init, componentLogger(log, "state"));
   } catch (err) {
     log.error({ err }, "model failed to load");
     log.flush();

@@ -3,15 +3,15 @@
  * its own (tests run several workers in one process). Counters and
  * histograms are fed as frames go through the stage (`StageObserver`); gauges
  * of state held elsewhere (in-flight frames, paused partitions, consumer lag,
- * the shadow audit) are read when scraped. Latencies are in seconds, from the
- * fields every Prediction carries.
+ * the shadow audit, sharing the cache) are read when scraped. Latencies are
+ * in seconds, from the fields every Prediction carries.
  */
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { Prediction } from "../codec/prediction.ts";
 import type { Config } from "../config/index.ts";
 import type { TransactionResult } from "../transport/kafka/transactions.ts";
 import type { StageObserver } from "./frame-stage.ts";
-import type { ExitAudit, ModelInfo, OutcomeColumns } from "./inference-protocol.ts";
+import type { ExitAudit, ModelInfo, OutcomeColumns, SharingStatus } from "./inference-protocol.ts";
 
 /** What the gauges read at scrape time; each returns nothing useful until the worker has it. */
 export interface GaugeSources {
@@ -21,7 +21,26 @@ export interface GaugeSources {
   lag(): ReadonlyMap<number, number>;
   audit(): Iterable<ExitAudit>;
   model(): ModelInfo | undefined;
+  /** Sharing the cache through Redis, as last reported; undefined when the replica does not share. */
+  sharing?(): SharingStatus | undefined;
 }
+
+/** The sharing totals exported as counters, with their metric names and help. */
+const SHARING_TOTALS: [keyof SharingStatus, string, string][] = [
+  [
+    "examplesForwarded",
+    "examples_forwarded_total",
+    "Training examples sent to the trainer through Redis (a replica without the trainer lease).",
+  ],
+  [
+    "examplesDropped",
+    "examples_dropped_total",
+    "Training examples lost: the buffer overflowed while Redis was unreachable, or a send failed.",
+  ],
+  ["examplesReceived", "examples_received_total", "Examples from other replicas trained on here."],
+  ["adopted", "snapshots_adopted_total", "Shared cache snapshots adopted from the trainer."],
+  ["published", "snapshots_published_total", "Cache snapshots this replica published as the trainer."],
+];
 
 const BACKBONE = "backbone";
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
@@ -155,6 +174,7 @@ export class WorkerMetrics implements StageObserver {
           if (a.windowAudited > 0) this.set({ exit: exitLabel(a.exit) }, a.windowAgreed / a.windowAudited);
       },
     });
+    this.sharingMetrics(sources, registers);
     new Gauge({
       name: "layercache_audit_window_frames",
       help: "Shadow audits in the drift window behind layercache_audit_agreement.",
@@ -165,6 +185,60 @@ export class WorkerMetrics implements StageObserver {
         for (const a of sources.audit()) this.set({ exit: exitLabel(a.exit) }, a.windowAudited);
       },
     });
+  }
+
+  /**
+   * Sharing the cache (docs/sharing.md). The inference thread reports totals;
+   * a counter follows them by the difference at each scrape. All stay at 0 on
+   * a replica that does not share.
+   */
+  private sharingMetrics(sources: GaugeSources, registers: Registry[]): void {
+    const flag = (name: string, help: string, read: (s: SharingStatus) => boolean) =>
+      new Gauge({
+        name: `layercache_${name}`,
+        help,
+        registers,
+        collect() {
+          const s = sources.sharing?.();
+          this.set(s && read(s) ? 1 : 0);
+        },
+      });
+    flag(
+      "trainer_lease_held",
+      "1 while this replica holds the trainer lease and trains the heads.",
+      (s) => s.training,
+    );
+    flag(
+      "trainer_holding_back",
+      "1 while a trainer that took over holds new heads back until its calibration is as good.",
+      (s) => s.holdingBack,
+    );
+    flag(
+      "redis_connected",
+      "1 while the connection to the shared cache state in Redis is up.",
+      (s) => s.redisConnected,
+    );
+    new Gauge({
+      name: "layercache_shared_snapshot_version",
+      help: "Newest shared cache snapshot version this replica adopted or published.",
+      registers,
+      collect() {
+        this.set(sources.sharing?.()?.snapshotVersion ?? 0);
+      },
+    });
+    for (const [field, name, help] of SHARING_TOTALS) {
+      let reported = 0;
+      new Counter({
+        name: `layercache_${name}`,
+        help,
+        registers,
+        collect() {
+          const total = Number(sources.sharing?.()?.[field] ?? 0);
+          if (total > reported) this.inc(total - reported);
+          reported = Math.max(reported, total);
+        },
+      });
+    }
   }
 
   /** Shows every exit (and each transaction outcome) at 0 before it first happens. */

@@ -111,6 +111,7 @@ class PipelineWorker implements RunningWorker {
       lag: () => this.consumer?.lag ?? new Map<number, number>(),
       audit: () => this.inference?.audit.values() ?? [],
       model: () => this.inference?.model,
+      sharing: () => this.inference?.sharing,
     });
   }
 
@@ -161,6 +162,10 @@ class PipelineWorker implements RunningWorker {
       }),
       logLevel: c.logLevel,
       workerId: c.workerId,
+      // Cache off runs the backbone alone: nothing to share.
+      ...(c.sharing && c.cacheEnabled
+        ? { sharing: { redisUrl: c.redisUrl, keyPrefix: c.redisKeyPrefix, leaseTtlMs: c.leaseTtlMs } }
+        : {}),
     };
   }
 
@@ -216,6 +221,7 @@ class PipelineWorker implements RunningWorker {
         framesTopic: c.framesTopic,
         groupId: c.groupId,
         cacheEnabled: c.cacheEnabled,
+        sharing: c.sharing && c.cacheEnabled,
         delivery: c.delivery,
         metricsPort: this.metricsPort,
       },

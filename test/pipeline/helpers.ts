@@ -56,6 +56,8 @@ export function workerEnv(topics: TestTopics, extra: Record<string, string> = {}
     LAYERCACHE_METRICS_PORT: "0",
     LAYERCACHE_INTRA_OP_THREADS: "1",
     LOG_LEVEL: "warn",
+    // These tests are about delivery through Kafka; sharing through Redis has its own (test/sharing).
+    LAYERCACHE_SHARING: "false",
     ...extra,
   };
 }

@@ -1,0 +1,298 @@
+/**
+ * The inference thread's part in a fleet that shares one cache through Redis
+ * (docs/sharing.md, "Wiring it into the worker"). It owns the replica's
+ * shared-state pieces and the OnlineCache built on them:
+ *
+ * - the cache starts from the shared snapshot (if Redis answers within a few
+ *   seconds; else cold), and a watcher follows newer versions, which are
+ *   adopted before each batch, never inside one;
+ * - the replica campaigns for the trainer lease for as long as it runs. The
+ *   holder trains on its own frames and on the examples the others forward
+ *   through the stream, and publishes through the fenced store; the others
+ *   forward what their engines see and neither train nor publish. Roles change
+ *   between batches, when the lease says so (or when a publish is refused).
+ *
+ * Redis trouble never stops inference: the replica keeps answering with the
+ * heads it holds, forwarded examples are buffered and dropped when the
+ * buffer is full (counted), and everything resumes by itself when Redis is
+ * back. Only errors that are not Redis's (a bug in training) reach the caller.
+ */
+import type { CacheOptions } from "../cache/options.ts";
+import { OnlineCache } from "../cache/online-cache.ts";
+import type { CacheSnapshot } from "../cache/state.ts";
+import { isLayercacheError } from "../errors/index.ts";
+import type { SegmentedBackbone } from "../model/backbone.ts";
+import type { ExampleConsumer } from "../state/example-consumer.ts";
+import { ExampleForwarder, ExampleStream, deliverExample } from "../state/examples.ts";
+import { TrainerLease } from "../state/lease.ts";
+import { layoutOf } from "../state/layout.ts";
+import { StateConnection } from "../state/redis-connection.ts";
+import { RedisStateStore } from "../state/redis-store.ts";
+import type { SnapshotWatcher } from "../state/watcher.ts";
+import type { Logger } from "../telemetry/logger.ts";
+import type { SharingInit, SharingStatus } from "./inference-protocol.ts";
+
+/** How long a starting replica waits for Redis before it starts cold (the watcher catches up later). */
+const STARTUP_WAIT_MS = 5_000;
+/**
+ * Most forwarded examples the trainer takes between two batches. It trains on
+ * its own frames too, so this bounds its extra work; a fleet that forwards
+ * more than that loses the oldest examples to the stream's cap, never memory.
+ */
+const EXAMPLES_PER_STEP = 64;
+
+export interface SharingContext {
+  backbone: SegmentedBackbone;
+  options: CacheOptions;
+  init: SharingInit;
+  workerId: string;
+  log: Logger;
+}
+
+export class CacheSharing {
+  private readonly abort = new AbortController();
+  private campaign: Promise<void> = Promise.resolve();
+  private consumer: ExampleConsumer | undefined;
+  /** The lease token the cache trains under, while it does. */
+  private trainingToken: number | undefined;
+  private received = 0;
+  private adopted = 0;
+  private published = 0;
+  private snapshotVersion: number;
+  /** The last problem logged, so that an outage is reported once, not per batch. */
+  private problem: string | undefined;
+  private holdLogged = false;
+
+  private constructor(
+    readonly cache: OnlineCache,
+    private readonly connection: StateConnection,
+    private readonly store: RedisStateStore,
+    private readonly lease: TrainerLease,
+    private readonly stream: ExampleStream,
+    private readonly watcher: SnapshotWatcher,
+    private readonly options: CacheOptions,
+    private readonly log: Logger,
+  ) {
+    this.snapshotVersion = cache.engine.version;
+  }
+
+  /** Connects, builds the cache from the shared snapshot, and starts watching and campaigning. */
+  static async start(ctx: SharingContext): Promise<CacheSharing> {
+    const { backbone, options, init, workerId, log } = ctx;
+    const modelId = backbone.manifest.modelId;
+    const layout = layoutOf(backbone.manifest);
+    const prefix = init.keyPrefix;
+    const connection = new StateConnection({ url: init.redisUrl, logger: log, name: workerId });
+    const lease = new TrainerLease({
+      connection,
+      prefix,
+      modelId,
+      holderId: workerId,
+      ttlMs: init.leaseTtlMs,
+    });
+    const audit: { cache?: OnlineCache } = {};
+    const store = new RedisStateStore({
+      connection,
+      prefix,
+      modelId,
+      layout,
+      fencing: lease,
+      publisher: workerId,
+      audit: () => audit.cache?.audit.totals ?? null,
+    });
+    const stream = new ExampleStream({ connection, prefix, modelId, layout, producerId: workerId });
+    try {
+      await connection.waitReady(STARTUP_WAIT_MS);
+    } catch {
+      log.warn(
+        { redis: connection.address },
+        "Redis does not answer: starting without the shared cache, which follows once it is back",
+      );
+    }
+    const forwarder = new ExampleForwarder(stream, {
+      temperature: options.temperature,
+      earlyExits: options.teachEarlierExits,
+    });
+    let cache: OnlineCache;
+    try {
+      cache = await OnlineCache.create(backbone, options, store.tolerant(), true, { forwarder });
+    } catch (err) {
+      await stream.close();
+      await connection.close();
+      throw err;
+    }
+    audit.cache = cache;
+    const watcher = store.watch(() => undefined, { after: cache.engine.version });
+    const sharing = new CacheSharing(cache, connection, store, lease, stream, watcher, options, log);
+    sharing.campaign = lease
+      .campaign(
+        {
+          onAcquired: (token) => log.debug({ token }, "trainer lease acquired; training from the next batch"),
+          onLost: (reason) => log.debug({ reason }, "trainer lease lost; forwarding from the next batch"),
+        },
+        sharing.abort.signal,
+      )
+      .catch((err: unknown) =>
+        log.error({ err }, "trainer lease campaign failed; this replica will not train"),
+      );
+    log.info(
+      { redis: connection.address, prefix, modelId, headsVersion: cache.engine.version },
+      cache.engine.version > 0
+        ? "sharing the cache: started from the shared snapshot"
+        : "sharing the cache: no shared snapshot yet",
+    );
+    return sharing;
+  }
+
+  /** Before a batch: the newest snapshot the watcher found, if the engine does not have it yet. */
+  adoptLatest(): void {
+    const latest = this.watcher.last;
+    if (!latest || latest.version <= this.cache.engine.version) return;
+    this.cache.engine.adopt(latest);
+    this.adopted++;
+    this.snapshotVersion = latest.version;
+  }
+
+  /**
+   * Between batches: takes up or gives up training as the lease says, feeds
+   * the trainer what the other replicas forwarded, and trains and publishes
+   * when due. Returns the snapshot this replica published, if it did.
+   */
+  async maintain(): Promise<CacheSnapshot | undefined> {
+    this.adoptLatest();
+    const token = this.lease.token;
+    if (this.cache.role === "trainer" && token !== this.trainingToken) {
+      await this.stopTraining(token === undefined ? "the trainer lease was lost" : "the lease changed hands");
+    }
+    if (token !== undefined && this.cache.role === "follower") await this.startTraining(token);
+    if (this.cache.role !== "trainer") return undefined;
+    await this.takeExamples();
+    let published: CacheSnapshot | undefined;
+    try {
+      published = await this.cache.maintain();
+    } catch (err) {
+      if (isLayercacheError(err, "LEASE_LOST")) {
+        await this.stopTraining(err.message);
+        return undefined;
+      }
+      if (!isLayercacheError(err, "SERVICE_UNAVAILABLE")) throw err;
+      this.trouble("cannot publish cache heads; the next version will be tried", err.message);
+      return undefined;
+    }
+    this.noteHold();
+    if (published) {
+      this.published++;
+      this.snapshotVersion = published.version;
+      this.problem = undefined;
+    }
+    return published;
+  }
+
+  private async startTraining(token: number): Promise<void> {
+    // Carry on from whatever the last trainer published last, and number above it.
+    let stored: number;
+    try {
+      const snapshot = await this.store.current();
+      if (snapshot && snapshot.version > this.cache.engine.version) {
+        this.cache.engine.adopt(snapshot);
+        this.adopted++;
+        this.snapshotVersion = snapshot.version;
+      }
+      stored = snapshot?.version ?? 0;
+    } catch (err) {
+      if (!isLayercacheError(err, "STATE_INVALID")) {
+        // Unreachable: try again after the next batch (the lease may run out meanwhile).
+        this.trouble("cannot read the shared snapshot to start training", String(err));
+        return;
+      }
+      // Junk in Redis: a valid publish above its version repairs it.
+      stored = await this.store.currentVersion().catch(() => 0);
+    }
+    const startVersion = Math.max(stored, this.cache.engine.version);
+    const how = this.cache.becomeTrainer(startVersion);
+    this.trainingToken = token;
+    this.holdLogged = false;
+    this.consumer = this.stream.consumer(this.lease.holderId, { count: EXAMPLES_PER_STEP });
+    const from =
+      how === "resumed"
+        ? "where this replica left off"
+        : this.cache.engine.version > 0
+          ? "the shared snapshot"
+          : "scratch";
+    this.log.info(
+      { token, headsVersion: this.cache.engine.version, startVersion, how },
+      `training the fleet's cache heads from ${from} (trainer lease held)`,
+    );
+  }
+
+  private async stopTraining(reason: string): Promise<void> {
+    this.cache.becomeFollower();
+    this.trainingToken = undefined;
+    const consumer = this.consumer;
+    this.consumer = undefined;
+    await consumer?.close();
+    this.log.info({ reason }, "stopped training the cache heads; forwarding examples to the trainer");
+  }
+
+  /** Hands the trainer the examples other replicas forwarded. */
+  private async takeExamples(): Promise<void> {
+    if (!this.consumer) return;
+    let examples;
+    try {
+      examples = await this.consumer.read();
+    } catch (err) {
+      if (!isLayercacheError(err)) throw err;
+      this.trouble("cannot read forwarded examples", err.message);
+      return;
+    }
+    const trainer = this.cache.trainer;
+    for (const example of examples) deliverExample(trainer, example, this.options.temperature);
+    this.received += examples.length;
+    this.problem = undefined;
+  }
+
+  private noteHold(): void {
+    if (this.cache.holdingBack && !this.holdLogged) {
+      this.holdLogged = true;
+      this.log.info(
+        "holding new heads back until this trainer's calibration is as good as the snapshot it took over",
+      );
+    } else if (!this.cache.holdingBack && this.holdLogged) {
+      this.holdLogged = false;
+      this.log.info("calibration caught up: publishing new heads again");
+    }
+  }
+
+  /** Logs the first Redis problem of an outage as a warning, later ones until something works again at debug. */
+  private trouble(what: string, detail: string): void {
+    const level = this.problem === undefined ? "warn" : "debug";
+    this.problem = what;
+    this.log[level]({ err: detail }, what);
+  }
+
+  status(): SharingStatus {
+    const stream = this.stream.stats;
+    return {
+      training: this.cache.role === "trainer",
+      holdingBack: this.cache.holdingBack,
+      redisConnected: this.connection.ready,
+      snapshotVersion: this.snapshotVersion,
+      adopted: this.adopted,
+      published: this.published,
+      examplesForwarded: stream.sent,
+      examplesDropped: stream.dropped,
+      examplesReceived: this.received,
+    };
+  }
+
+  /** Gives the lease up (so another replica takes over at once), sends what is buffered, disconnects. */
+  async close(): Promise<void> {
+    this.abort.abort();
+    await this.campaign;
+    await this.consumer?.close();
+    await this.watcher.stop();
+    await this.stream.close();
+    await this.store.close();
+    await this.connection.close();
+  }
+}

@@ -1,0 +1,89 @@
+/**
+ * The sharing metrics of a worker, from the status its inference thread
+ * reports: gauges follow the latest status, counters follow the thread's
+ * totals (by difference at each scrape, so they never go down), and a worker
+ * that does not share shows them all at 0.
+ */
+import { describe, expect, it } from "vitest";
+import type { SharingStatus } from "../../src/pipeline/inference-protocol.ts";
+import { WorkerMetrics } from "../../src/pipeline/metrics.ts";
+import { metric, parseMetrics } from "../helpers/prometheus.ts";
+
+const config = { workerId: "w1", delivery: "at-least-once" as const };
+
+function status(over: Partial<SharingStatus> = {}): SharingStatus {
+  return {
+    training: false,
+    holdingBack: false,
+    redisConnected: true,
+    snapshotVersion: 0,
+    adopted: 0,
+    published: 0,
+    examplesForwarded: 0,
+    examplesDropped: 0,
+    examplesReceived: 0,
+    ...over,
+  };
+}
+
+function metricsWith(sharing: () => SharingStatus | undefined): WorkerMetrics {
+  return new WorkerMetrics(config, {
+    inFlight: () => 0,
+    pausedPartitions: () => 0,
+    lag: () => new Map(),
+    audit: () => [],
+    model: () => undefined,
+    sharing,
+  });
+}
+
+describe("sharing metrics", () => {
+  it("follow the inference thread's status and totals", async () => {
+    let current = status({ examplesForwarded: 120, examplesDropped: 3, adopted: 2, snapshotVersion: 7 });
+    const metrics = metricsWith(() => current);
+    let samples = parseMetrics(await metrics.registry.metrics());
+    expect(metric(samples, "layercache_trainer_lease_held")).toBe(0);
+    expect(metric(samples, "layercache_redis_connected")).toBe(1);
+    expect(metric(samples, "layercache_shared_snapshot_version")).toBe(7);
+    expect(metric(samples, "layercache_examples_forwarded_total")).toBe(120);
+    expect(metric(samples, "layercache_examples_dropped_total")).toBe(3);
+    expect(metric(samples, "layercache_snapshots_adopted_total")).toBe(2);
+
+    current = status({
+      training: true,
+      holdingBack: true,
+      redisConnected: false,
+      examplesForwarded: 150,
+      examplesDropped: 40,
+      examplesReceived: 64,
+      adopted: 2,
+      published: 1,
+      snapshotVersion: 9,
+    });
+    samples = parseMetrics(await metrics.registry.metrics());
+    expect(metric(samples, "layercache_trainer_lease_held")).toBe(1);
+    expect(metric(samples, "layercache_trainer_holding_back")).toBe(1);
+    expect(metric(samples, "layercache_redis_connected")).toBe(0);
+    expect(metric(samples, "layercache_shared_snapshot_version")).toBe(9);
+    expect(metric(samples, "layercache_examples_forwarded_total")).toBe(150);
+    expect(metric(samples, "layercache_examples_dropped_total")).toBe(40);
+    expect(metric(samples, "layercache_examples_received_total")).toBe(64);
+    expect(metric(samples, "layercache_snapshots_published_total")).toBe(1);
+  });
+
+  it("are all 0 on a worker that does not share", async () => {
+    const samples = parseMetrics(await metricsWith(() => undefined).registry.metrics());
+    for (const name of [
+      "layercache_trainer_lease_held",
+      "layercache_redis_connected",
+      "layercache_shared_snapshot_version",
+      "layercache_examples_forwarded_total",
+      "layercache_examples_dropped_total",
+      "layercache_examples_received_total",
+      "layercache_snapshots_adopted_total",
+      "layercache_snapshots_published_total",
+    ]) {
+      expect(metric(samples, name), name).toBe(0);
+    }
+  });
+});
