@@ -81,8 +81,7 @@ export abstract class HeadBase implements ExitHead {
   }
 
   predictBatch(features: Float32Array, n: number, out: Float32Array): void {
-    this.checkBatch(features, n);
-    if (out.length < n * this.classes) misuse(`predictBatch output too short for ${n} rows`, { n });
+    this.checkPredictionBatch(features, n, out);
     for (let row = 0; row < n; row++) {
       this.predictRow(features, row * this.inputSize, out, row * this.classes);
     }
@@ -106,8 +105,7 @@ export abstract class HeadBase implements ExitHead {
     n: number,
     out: Float32Array,
   ): Promise<void> {
-    this.checkBatch(features, n);
-    if (out.length < n * this.classes) misuse(`predictBatch output too short for ${n} rows`, { n });
+    this.checkPredictionBatch(features, n, out);
     await kernel.predict(this.kernelInput(), features, n, out);
   }
 
@@ -216,6 +214,11 @@ export abstract class HeadBase implements ExitHead {
       if (gradient !== null && dLogits !== null) this.backpropagate(dLogits, gradient);
     }
     return total / n;
+  }
+
+  private checkPredictionBatch(features: Float32Array, n: number, out: Float32Array): void {
+    this.checkBatch(features, n);
+    if (out.length < n * this.classes) misuse(`predictBatch output too short for ${n} rows`, { n });
   }
 
   private checkBatch(features: Float32Array, n: number): void {
