@@ -1,14 +1,19 @@
 /**
- * npm run bench -- [--frames N] [--batch B] [--head softmax|mlp] [--set option=value ...] [--json] [--plot FILE]
+ * npm run bench -- [--frames N] [--batch B] [--head softmax|mlp|knn|mlp+knn] [--set option=value ...]
+ *                  [--json] [--plot FILE] [--compare-heads]
  *
  * Replays the Fashion-MNIST test split as a stream (seeded shuffle, cold
  * start, labels never shown to the engine) through the backbone alone and
  * through the online cache, in the same run, and prints what the cache saved
- * and what it cost in agreement and accuracy.
+ * and what it cost in agreement and accuracy. With --compare-heads the cache
+ * arm runs once per head kind (mlp, knn, mlp+knn) after the one backbone arm,
+ * and one table compares them (compare.ts).
  */
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Command } from "commander";
+import type { HeadKind } from "../../src/cache/head-types.ts";
+import { HEAD_KINDS } from "../../src/cache/head-types.ts";
 import type { CacheOptionsInput } from "../../src/cache/options.ts";
 import { cacheOptions } from "../../src/cache/options.ts";
 import { SeededRandom } from "../../src/cache/random.ts";
@@ -16,19 +21,20 @@ import { SegmentedBackbone } from "../../src/model/backbone.ts";
 import { loadIdxDataset } from "../../src/model/idx.ts";
 import { Preprocessor } from "../../src/model/preprocess.ts";
 import { progress } from "../lib/progress.ts";
-import { shuffled, table } from "../lib/stats.ts";
+import { shuffled, summarize, table } from "../lib/stats.ts";
 import { lineChart } from "../lib/svg.ts";
 import type { ArmResult, Stream } from "./arms.ts";
 import { runBackboneArm, runCacheArm } from "./arms.ts";
+import { compareHeads, comparisonTable, COMPARED_KINDS } from "./compare.ts";
 import type { Figures } from "./report.ts";
-import { figures, oracleMacsSavedPct, slice } from "./report.ts";
+import { armFigures, oracleMacsSavedPct, slice } from "./report.ts";
 
 const ROOT = join(import.meta.dirname, "..", "..");
 
 const cli = new Command("bench-cache")
   .option("--frames <n>", "frames to stream (at most 10000)", "10000")
   .option("--batch <n>", "frames per engine call (1 = per-frame latency)", "1")
-  .option("--head <kind>", "exit head: softmax or mlp", cacheOptions().headKind)
+  .option("--head <kind>", `exit head: ${HEAD_KINDS.join(", ")}`, cacheOptions().headKind)
   .option("--target <p>", "target agreement", "0.99")
   .option("--threads <n>", "onnxruntime intra-op threads", "1")
   .option("--seed <n>", "stream order and engine seed", "1")
@@ -38,6 +44,10 @@ const cli = new Command("bench-cache")
   )
   .option("--json", "print one JSON object instead of tables")
   .option("--plot <file>", "also sweep the target 0.95..0.999 and draw agreement against MACs saved (SVG)")
+  .option(
+    "--compare-heads",
+    `run the cache arm once per head kind (${COMPARED_KINDS.join(", ")}) on the same stream and compare them`,
+  )
   .parse();
 const opt = cli.opts<{
   frames: string;
@@ -49,6 +59,7 @@ const opt = cli.opts<{
   set?: string[];
   json?: boolean;
   plot?: string;
+  compareHeads?: boolean;
 }>();
 
 const log = (s: string) => (opt.json ? undefined : process.stdout.write(s + "\n"));
@@ -74,22 +85,24 @@ async function main(): Promise<void> {
     frameSize: pre.frameSize,
     count,
   };
+  if (!HEAD_KINDS.includes(opt.head as HeadKind)) throw new Error(`--head ${opt.head}: not a head kind`);
   const options: CacheOptionsInput = cacheOptions({
-    headKind: opt.head as "softmax" | "mlp",
+    headKind: opt.head as HeadKind,
     targetAgreement: Number(opt.target),
     seed: Number(opt.seed),
     ...overrides(opt.set ?? []),
   });
 
+  const heads = opt.compareHeads ? COMPARED_KINDS.join(", ") : opt.head;
   log(
-    `model ${model.manifest.modelId}, ${count} frames, batch ${batch}, ${opt.threads} thread(s), head ${opt.head}`,
+    `model ${model.manifest.modelId}, ${count} frames, batch ${batch}, ${opt.threads} thread(s), head ${heads}`,
   );
-  const base = await runBackboneArm(
-    model,
-    stream,
-    batch,
-    progress("backbone", count, !opt.json && process.stderr.isTTY === true),
-  );
+  const bar = (name: string) => progress(name, count, !opt.json && process.stderr.isTTY === true);
+  const base = await runBackboneArm(model, stream, batch, bar("backbone"));
+  if (opt.compareHeads) {
+    await compare(model, stream, batch, options, base);
+    return;
+  }
   const cached = await runCacheArm(
     model,
     stream,
@@ -99,10 +112,10 @@ async function main(): Promise<void> {
   );
   const baseLabels = base.frames.map((f) => f.label);
   const firstExit = cached.frames.findIndex((f) => f.exit >= 0);
-  const whole = summarise(base, cached, stream, model.manifest.full.macs, model.exitCount);
+  const whole = armFigures(base, cached, stream, model.manifest.full.macs, model.exitCount);
   const warm =
     firstExit >= 0
-      ? summarise(
+      ? armFigures(
           slice(base, firstExit),
           slice(cached, firstExit),
           { ...stream, labels: stream.labels.subarray(firstExit) },
@@ -125,7 +138,7 @@ async function main(): Promise<void> {
         { ...options, targetAgreement: target },
         progress(`target ${target}`, count, !opt.json && process.stderr.isTTY === true),
       );
-      const f = summarise(base, arm, stream, model.manifest.full.macs, model.exitCount);
+      const f = armFigures(base, arm, stream, model.manifest.full.macs, model.exitCount);
       await arm.cache?.close();
       sweep.push({ target, agreement: f.agreement, macsSavedPct: f.macsSavedPct });
     }
@@ -246,21 +259,38 @@ function overrides(pairs: readonly string[]): Record<string, unknown> {
   );
 }
 
-function summarise(
-  base: ArmResult,
-  cached: ArmResult,
+/** --compare-heads: every compared kind's cache arm against the one backbone arm, in one table. */
+async function compare(
+  model: SegmentedBackbone,
   stream: Stream,
-  fullMacs: number,
-  exits: number,
-): Figures {
-  return figures(
-    base.frames,
-    cached.frames,
-    stream.labels,
-    fullMacs,
-    { backbone: base.computeMs, cached: cached.computeMs + cached.maintenanceMs },
-    exits,
+  batch: number,
+  options: CacheOptionsInput,
+  base: ArmResult,
+): Promise<void> {
+  const rows = await compareHeads(model, stream, batch, options, base, (name) =>
+    progress(name, stream.count, !opt.json && process.stderr.isTTY === true),
   );
+  const correct = base.frames.filter((f, i) => f.label === stream.labels[i]).length;
+  const backbone = {
+    accuracy: correct / stream.count,
+    latencyMs: summarize(base.frames.map((f) => f.latencyMs)),
+  };
+  const exits = model.exitCount;
+  await model.close();
+  if (opt.json) {
+    const result = {
+      modelId: model.manifest.modelId,
+      frames: stream.count,
+      batch,
+      target: Number(opt.target),
+      backbone,
+      compare: rows,
+    };
+    process.stdout.write(JSON.stringify(result, null, 2) + "\n");
+    return;
+  }
+  log("");
+  log(comparisonTable(rows, exits, backbone));
 }
 
 await main();

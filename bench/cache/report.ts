@@ -1,4 +1,5 @@
 /** Turns the arms' per-frame records into the figures the benchmark reports. */
+import { KernelPool } from "../../src/cache/head-kernel.ts";
 import type { OnlineCache } from "../../src/cache/online-cache.ts";
 import type { SegmentedBackbone } from "../../src/model/backbone.ts";
 import type { LatencySummary } from "../lib/stats.ts";
@@ -51,6 +52,27 @@ export function figures(
   };
 }
 
+/**
+ * The figures of a cache arm against the backbone arm on the same stream;
+ * the cache's time includes its learning (maintenance between calls).
+ */
+export function armFigures(
+  base: ArmResult,
+  cached: ArmResult,
+  stream: Stream,
+  fullMacs: number,
+  exits: number,
+): Figures {
+  return figures(
+    base.frames,
+    cached.frames,
+    stream.labels,
+    fullMacs,
+    { backbone: base.computeMs, cached: cached.computeMs + cached.maintenanceMs },
+    exits,
+  );
+}
+
 /** Per-frame figures restricted to frames [from, to). */
 export function slice(arm: ArmResult, from: number, to = arm.frames.length): ArmResult {
   const frames = arm.frames.slice(from, to);
@@ -61,7 +83,8 @@ export function slice(arm: ArmResult, from: number, to = arm.frames.length): Arm
 /**
  * Oracle: every frame leaves at the first exit whose (final) head agrees with
  * the backbone, paying for every head on the way. The best any thresholding
- * of these heads could do.
+ * of these heads could do. Heads answer on onnxruntime, as in the engine (a
+ * nearest-neighbour memory in TypeScript would take minutes here).
  */
 export async function oracleMacsSavedPct(
   model: SegmentedBackbone,
@@ -77,6 +100,7 @@ export async function oracleMacsSavedPct(
   );
   let spent = 0;
   const batch = 250;
+  const kernels = new KernelPool();
   for (let s = 0; s < stream.count; s += batch) {
     const n = Math.min(batch, stream.count - s);
     const { features } = await model.runSegments(
@@ -85,12 +109,12 @@ export async function oracleMacsSavedPct(
       stream.inputs.subarray(s * stream.frameSize, (s + n) * stream.frameSize),
       n,
     );
-    const probs = heads.map((h, e) => {
-      if (!h) return null;
-      const out = new Float32Array(n * classes);
-      h.predictBatch(features.get(e)!, n, out);
-      return out;
-    });
+    const probs: (Float32Array | null)[] = [];
+    for (const [e, h] of heads.entries()) {
+      const out = h ? new Float32Array(n * classes) : null;
+      if (h && out) await h.predictBatchWith(await kernels.get(h.shape), features.get(e)!, n, out);
+      probs.push(out);
+    }
     for (let i = 0; i < n; i++) {
       let cost = m.full.macs;
       let headCost = 0;
@@ -107,5 +131,6 @@ export async function oracleMacsSavedPct(
       spent += cost + headCost;
     }
   }
+  await kernels.release();
   return 100 * (1 - spent / (stream.count * m.full.macs));
 }

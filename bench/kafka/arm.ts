@@ -20,8 +20,9 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { Kafka } from "kafkajs";
 import type { Config } from "../../src/config/index.ts";
+import type { FieldKey } from "../../src/config/fields.ts";
 import type { Logger } from "../../src/telemetry/logger.ts";
-import type { ProduceResult } from "../../src/tools/frame-producer.ts";
+import type { ProduceResult, RatePhase } from "../../src/tools/frame-producer.ts";
 import { produceFrames } from "../../src/tools/frame-producer.ts";
 import type { FrameSource } from "../../src/tools/frame-source.ts";
 import { ROOT } from "../../src/tools/local-services.ts";
@@ -50,8 +51,15 @@ export interface ArmPlan {
   workers: number;
   /** onnxruntime intra-op threads per session, in each worker. */
   threads: number;
-  /** Frames per second once the workers are ready; undefined: all produced before they start. */
-  rate?: number;
+  /**
+   * Frames per second once the workers are ready, or a load profile of
+   * phases; undefined: all produced before they start.
+   */
+  rate?: number | readonly RatePhase[];
+  /** Worker settings on top of the arm's own (bench:slo turns SLO mode on this way). */
+  overrides?: Partial<Record<FieldKey, string>>;
+  /** Name in progress lines and run names; defaults to the arm's. */
+  label?: string;
   /** Seeded order of the test split, the same in every arm. */
   shuffleSeed: number;
   /** Longest wait for every frame's prediction. */
@@ -96,10 +104,10 @@ export async function runArm(ctx: BenchContext, plan: ArmPlan): Promise<ArmRun> 
 
 async function armBody(ctx: BenchContext, plan: ArmPlan, teardown: Teardown): Promise<ArmRun> {
   const { kafka, say, signal } = ctx;
-  const name = runName(`lcbench-${plan.arm === "cacheOn" ? "on" : "off"}`);
+  const name = runName(`lcbench-${plan.label ?? (plan.arm === "cacheOn" ? "on" : "off")}`);
   const topics = { frames: `${name}.frames`, predictions: `${name}.predictions`, deadLetters: `${name}.dlq` };
   const group = `${name}-workers`;
-  const label = `${plan.arm === "cacheOn" ? "cache on" : "cache off"} #${plan.repeat + 1}`;
+  const label = `${plan.label ?? (plan.arm === "cacheOn" ? "cache on" : "cache off")} #${plan.repeat + 1}`;
 
   const admin = kafka.admin();
   teardown.push("disconnect the admin client", () => admin.disconnect());
@@ -158,7 +166,11 @@ async function armBody(ctx: BenchContext, plan: ArmPlan, teardown: Teardown): Pr
     end = await workers.follow(tail, plan.timeoutMs).finally(() => bar.stop());
   } else {
     await workers.start();
-    say(`${label}: workers ready; producing at ${plan.rate} frames/s`);
+    const pace =
+      typeof plan.rate === "number"
+        ? `${plan.rate} frames/s`
+        : plan.rate.map((p) => `${p.frames} at ${p.rate.toFixed(0)}/s`).join(", then ");
+    say(`${label}: workers ready; producing ${pace}`);
     const stopProducing = new AbortController();
     const producerFailed = new AbortController();
     const producing = produce(AbortSignal.any([signal, stopProducing.signal]));
@@ -220,6 +232,7 @@ class Workers {
         metricsPort: "0",
         // Readiness is the worker's "worker started" log line.
         logLevel: ["trace", "debug", "info"].includes(config.logLevel) ? config.logLevel : "info",
+        ...this.plan.overrides,
       });
       const replica = new WorkerReplica(`${this.name}-w${i}`, env, join(logDir, `worker-${i}.log`));
       void replica.exited.then(() => {

@@ -18,6 +18,10 @@ export class FrameLog {
   readonly labels: Int16Array;
   /** `endToEndMs` of each first prediction, in the order read. */
   readonly endToEndMs: number[] = [];
+  /** For each first prediction, in the order read: the frame's n, when it was read (epoch ms), its exit. */
+  readonly frameIndex: number[] = [];
+  readonly readAtMs: number[] = [];
+  readonly exits: number[] = [];
   /** First predictions whose frame id is not one of this arm's (never expected). */
   foreign = 0;
 
@@ -45,7 +49,7 @@ export class FrameLog {
     summary.add = (p, readAt) => {
       const fresh = add(p, readAt);
       if (fresh) {
-        log.record(p);
+        log.record(p, readAt);
         onNew?.(summary.distinct);
       }
       return fresh;
@@ -54,7 +58,7 @@ export class FrameLog {
   }
 
   /** Records the first prediction of a frame. */
-  record(p: Prediction): void {
+  record(p: Prediction, readAtMs = Date.now()): void {
     const n = this.indexOf(p.frameId);
     if (n === undefined) {
       this.foreign += 1;
@@ -62,6 +66,9 @@ export class FrameLog {
     }
     this.labels[n] = p.label;
     this.endToEndMs.push(p.endToEndMs);
+    this.frameIndex.push(n);
+    this.readAtMs.push(readAtMs);
+    this.exits.push(p.exit);
   }
 
   /** n of `<idPrefix>-<n>`, or undefined for another id. */

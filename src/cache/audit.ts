@@ -7,6 +7,11 @@
  *
  * After a disagreement the exit is audited ten times as often for a while, so
  * a drift that makes heads wrong is confirmed in a few dozen frames.
+ *
+ * In SLO mode (docs/slo.md) a frame may answer below the target's threshold,
+ * where only the floor was proven. Its audit goes to a second window per exit,
+ * tested against the floor: lenient answers are held to what they promised,
+ * and do not raise a false alarm against the target.
  */
 import type { BoundMethod } from "./bounds.ts";
 import { lowerBound } from "./bounds.ts";
@@ -27,6 +32,9 @@ export interface AuditStats {
 export class ShadowAudit {
   private readonly windows: Uint8Array[];
   private readonly counts: { n: number; agreed: number; next: number }[];
+  /** Audits of answers given below the target's threshold (SLO mode), per exit. */
+  private readonly lenientWindows: Uint8Array[];
+  private readonly lenientCounts: { n: number; agreed: number; next: number }[];
   private readonly boostLeft: number[];
   /** Audits ever recorded and disagreements seen, per exit (for metrics). */
   readonly totals: { audited: number; agreed: number }[];
@@ -37,9 +45,12 @@ export class ShadowAudit {
     private readonly window: number,
     private readonly target: number,
     private readonly significance: number,
+    private readonly floor: number = target,
   ) {
     this.windows = Array.from({ length: exits }, () => new Uint8Array(window));
     this.counts = Array.from({ length: exits }, () => ({ n: 0, agreed: 0, next: 0 }));
+    this.lenientWindows = Array.from({ length: exits }, () => new Uint8Array(window));
+    this.lenientCounts = Array.from({ length: exits }, () => ({ n: 0, agreed: 0, next: 0 }));
     this.boostLeft = new Array<number>(exits).fill(0);
     this.totals = Array.from({ length: exits }, () => ({ audited: 0, agreed: 0 }));
   }
@@ -50,9 +61,10 @@ export class ShadowAudit {
     return rate > 0 && rng.uniform() < rate;
   }
 
-  record(exit: number, agreed: boolean): void {
-    const c = this.counts[exit]!;
-    const w = this.windows[exit]!;
+  /** `lenient`: the answer was given below the target's threshold (SLO mode). */
+  record(exit: number, agreed: boolean, lenient = false): void {
+    const c = (lenient ? this.lenientCounts : this.counts)[exit]!;
+    const w = (lenient ? this.lenientWindows : this.windows)[exit]!;
     if (c.n === this.window) c.agreed -= w[c.next]!;
     else c.n++;
     w[c.next] = agreed ? 1 : 0;
@@ -74,15 +86,24 @@ export class ShadowAudit {
     };
   }
 
-  /** True when the window shows agreement below target at the configured significance. */
+  /**
+   * True when the window shows agreement below target, or the lenient window
+   * agreement below the floor, at the configured significance.
+   */
   drifted(exit: number): boolean {
-    const { n, agreed } = this.counts[exit]!;
-    return disagreementPValue(n - agreed, n, 1 - this.target) < this.significance;
+    const strict = this.counts[exit]!;
+    const lenient = this.lenientCounts[exit]!;
+    return (
+      disagreementPValue(strict.n - strict.agreed, strict.n, 1 - this.target) < this.significance ||
+      disagreementPValue(lenient.n - lenient.agreed, lenient.n, 1 - this.floor) < this.significance
+    );
   }
 
   reset(exit: number): void {
     this.counts[exit] = { n: 0, agreed: 0, next: 0 };
     this.windows[exit]!.fill(0);
+    this.lenientCounts[exit] = { n: 0, agreed: 0, next: 0 };
+    this.lenientWindows[exit]!.fill(0);
   }
 }
 

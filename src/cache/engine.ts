@@ -18,6 +18,7 @@ import type { CacheSnapshot } from "./state.ts";
 import type { ShadowAudit } from "./audit.ts";
 import { argmax } from "./head-math.ts";
 import type { KernelPool } from "./head-kernel.ts";
+import type { ExitDecision } from "./planner.ts";
 
 /**
  * Below this many multiply-accumulates per call a head answers in TypeScript:
@@ -27,6 +28,42 @@ import type { KernelPool } from "./head-kernel.ts";
 const KERNEL_MIN_MACS = 50_000;
 
 export const BACKBONE_EXIT = -1;
+
+/**
+ * Per-frame strictness (SLO mode, docs/slo.md): 1 answers at the thresholds
+ * proven for the target agreement, 0 at those proven for the floor, values
+ * in between at thresholds in between. A frame that must not answer early at
+ * all (its own minimum agreement is above what the thresholds prove) gets
+ * NO_EARLY_EXIT.
+ */
+export const STRICT = 1;
+export const NO_EARLY_EXIT = 2;
+
+/**
+ * The confidence a frame of strictness `s` needs at an exit: the target's
+ * threshold at s = 1, the floor's at s = 0, linear in between. An exit the
+ * floor opens but the target does not moves from 1 (no confidence is above
+ * it in practice) down to the floor's threshold; one the target opens but the
+ * floor does not keeps the target's threshold.
+ */
+export function exitThreshold(decision: ExitDecision, s: number): number | null {
+  if (s > STRICT) return null;
+  const strict = decision.open ? decision.threshold : null;
+  const floor = decision.floorThreshold ?? null;
+  if (floor === null || s >= STRICT) return strict;
+  const upper = strict ?? 1;
+  const lower = Math.min(floor, upper);
+  return lower + s * (upper - lower);
+}
+
+/** A frame an exit was confident about, sent to the backbone by the shadow audit. */
+interface Audit {
+  frame: number;
+  exit: number;
+  label: number;
+  /** Answered below the target's threshold (SLO mode): judged against the floor. */
+  lenient: boolean;
+}
 
 /** One exit's features for a batch, and which row belongs to which frame. */
 interface KeptFeatures {
@@ -63,6 +100,8 @@ export interface FrameOutcome {
   /** This frame's share of the compute time of every step it took part in. */
   computeMs: number;
   headsVersion: number;
+  /** Answered from the exact cache (exact-cache.ts, set by OnlineCache): a repeat, no model run. */
+  exactHit?: boolean;
 }
 
 /** Where a frame that ran the whole backbone goes. */
@@ -121,11 +160,13 @@ export class CacheEngine {
   /**
    * The backbone cut at the open exits only: one fused span from each open
    * exit to the next, so a closed exit costs no extra onnxruntime call.
+   * `lenient` (some frame below strict, SLO mode) also cuts at the exits only
+   * the floor opens.
    */
-  private ranges(snap: CacheSnapshot): SpanRange[] {
+  private ranges(snap: CacheSnapshot, lenient = false): SpanRange[] {
     const cuts = this.options.cacheEnabled
       ? snap.decisions
-          .filter((d) => d.open && snap.heads[d.exit])
+          .filter((d) => (d.open || (lenient && (d.floorThreshold ?? null) !== null)) && snap.heads[d.exit])
           .map((d) => this.backbone.manifest.exits[d.exit]!.afterSegment)
           .sort((a, b) => a - b)
       : [];
@@ -152,10 +193,25 @@ export class CacheEngine {
     return this.snapshot;
   }
 
-  async process(ids: readonly string[], input: Float32Array): Promise<FrameOutcome[]> {
+  /**
+   * Answers a micro-batch. `strictness` (one value per frame, SLO mode) moves
+   * each frame's thresholds between the target's and the floor's; without it
+   * every frame is held to the target.
+   */
+  async process(
+    ids: readonly string[],
+    input: Float32Array,
+    strictness?: Float32Array,
+  ): Promise<FrameOutcome[]> {
     const n = ids.length;
     if (input.length !== n * this.frameSize) {
       throw new LayercacheError("INTERNAL", `batch of ${n} frames with ${input.length} floats`);
+    }
+    if (strictness && strictness.length !== n) {
+      throw new LayercacheError(
+        "INTERNAL",
+        `batch of ${n} frames with ${strictness.length} strictness values`,
+      );
     }
     if (!this.options.cacheEnabled) return this.backboneOnly(ids, input);
     const snap = this.snapshot;
@@ -176,9 +232,11 @@ export class CacheEngine {
     let active = Array.from({ length: n }, (_, i) => i);
     let x = input;
     const kept: KeptFeatures[] = [];
-    const audits: { frame: number; exit: number; label: number }[] = [];
+    const audits: Audit[] = [];
+    // Exits only the floor opens are cut only when some frame may use them.
+    const lenient = strictness !== undefined && strictness.some((s) => s < STRICT);
 
-    for (const range of this.ranges(snap)) {
+    for (const range of this.ranges(snap, lenient)) {
       const t0 = performance.now();
       const result = await this.backbone.runSpan(range, x, active.length);
       this.charge(out, active, performance.now() - t0, this.spanMacs(range));
@@ -193,7 +251,7 @@ export class CacheEngine {
       // The span ends at an open exit: its head answers for the frames it is sure of.
       const exit = this.backbone.exitAfterSegment(range.last);
       const { features, size } = kept[exit]!;
-      const leaving = await this.tryExit(exit, out, active, features, size, audits);
+      const leaving = await this.tryExit(exit, out, active, features, size, audits, strictness);
       if (leaving && leaving.size > 0) {
         this.teach(exit, leaving, kept);
         const t1 = performance.now();
@@ -249,11 +307,12 @@ export class CacheEngine {
     active: number[],
     features: Float32Array,
     size: number,
-    audits: { frame: number; exit: number; label: number }[],
+    audits: Audit[],
+    strictness: Float32Array | undefined,
   ): Promise<Set<number> | null> {
     const decision = this.snapshot.decisions[exit];
     const head = this.snapshot.heads[exit];
-    if (!decision?.open || decision.threshold === null || !head) return null;
+    if (!decision || !head) return null;
     const t0 = performance.now();
     const m = active.length;
     if (this.probs.length < m * this.classes) this.probs = new Float32Array(m * this.classes);
@@ -270,11 +329,12 @@ export class CacheEngine {
       const best = argmax(this.probs, row * this.classes, this.classes);
       const conf = this.probs[row * this.classes + best]!;
       const frame = out[f]!;
+      const threshold = exitThreshold(decision, strictness ? strictness[f]! : STRICT);
       // Held-out and audited frames run to the end and take the backbone's answer.
-      if (conf < decision.threshold || frame.heldOut || frame.audited) continue;
+      if (threshold === null || conf < threshold || frame.heldOut || frame.audited) continue;
       if (this.audit.sample(exit, this.rng)) {
         frame.audited = true;
-        audits.push({ frame: f, exit, label: best });
+        audits.push({ frame: f, exit, label: best, lenient: conf < (decision.threshold ?? Infinity) });
         continue;
       }
       Object.assign(frame, { label: best, confidence: conf, exit });
@@ -300,7 +360,7 @@ export class CacheEngine {
     active: number[],
     logits: Float32Array,
     kept: KeptFeatures[],
-    audits: { frame: number; exit: number; label: number }[],
+    audits: Audit[],
   ): void {
     const c = this.classes;
     const auditedAt = new Map(audits.map((a) => [a.frame, a]));
@@ -312,7 +372,7 @@ export class CacheEngine {
       frame.confidence = confidence;
       frame.exit = BACKBONE_EXIT;
       const audit = auditedAt.get(f);
-      if (audit) this.audit.record(audit.exit, audit.label === best);
+      if (audit) this.audit.record(audit.exit, audit.label === best, audit.lenient);
       const features = kept.map((k) => rowOf(k, f));
       this.observer.onBackboneFrame(features, frameLogits, frame.heldOut);
     });

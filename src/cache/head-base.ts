@@ -1,8 +1,8 @@
 /**
- * What both exit heads share: input standardization, the predict and train
- * loops, argument checks, the Adam step and serialization. A subclass only
- * says how standardized features become logits and how the logit gradient
- * flows back into its parameters.
+ * What both gradient-trained exit heads share: input standardization, the
+ * predict and train loops, argument checks, the Adam step and serialization.
+ * A subclass only says how standardized features become logits and how the
+ * logit gradient flows back into its parameters.
  *
  * Parameters are float32 (what the codec stores, so a round trip is exact);
  * every sum is accumulated in float64 and the gradient is float64, which is
@@ -217,37 +217,57 @@ export abstract class HeadBase implements ExitHead {
   }
 
   private checkPredictionBatch(features: Float32Array, n: number, out: Float32Array): void {
-    this.checkBatch(features, n);
-    if (out.length < n * this.classes) misuse(`predictBatch output too short for ${n} rows`, { n });
+    checkPredictionBatch(features, n, out, this.inputSize, this.classes);
   }
 
-  private checkBatch(features: Float32Array, n: number): void {
-    if (!Number.isInteger(n) || n < 1) misuse(`batch size must be a positive integer (got ${n})`, { n });
-    if (features.length < n * this.inputSize) misuse(`features too short for ${n} rows`, { n });
-  }
-
-  /**
-   * Training data is checked in full (O(n·(D+C)), small next to the O(n·C·D)
-   * step) because a single NaN would poison the statistics and every weight.
-   */
   private checkTrainingBatch(features: Float32Array, targets: Float32Array, n: number): void {
-    this.checkBatch(features, n);
-    if (targets.length < n * this.classes) misuse(`targets too short for ${n} rows`, { n });
-    for (let i = 0; i < n * this.inputSize; i++) {
-      if (!Number.isFinite(features[i] as number)) {
-        throw new LayercacheError("FRAME_INVALID", `non-finite feature at index ${i}`, {
-          details: { index: i },
-        });
-      }
+    checkTrainingBatch(features, targets, n, this.inputSize, this.classes);
+  }
+}
+
+/** The argument checks of a prediction batch, shared by every head kind and both arithmetic paths. */
+export function checkPredictionBatch(
+  features: Float32Array,
+  n: number,
+  out: Float32Array,
+  inputSize: number,
+  classes: number,
+): void {
+  if (!Number.isInteger(n) || n < 1) misuse(`batch size must be a positive integer (got ${n})`, { n });
+  if (features.length < n * inputSize) misuse(`features too short for ${n} rows`, { n });
+  if (out.length < n * classes) misuse(`predictBatch output too short for ${n} rows`, { n });
+}
+
+/**
+ * Training data is checked in full (O(n·(D+C)), small next to the O(n·C·D)
+ * step) because a single NaN would poison the statistics and every weight, or
+ * a memory's distances: features must be finite (FRAME_INVALID), targets
+ * distributions (INTERNAL: a bug of the caller).
+ */
+export function checkTrainingBatch(
+  features: Float32Array,
+  targets: Float32Array,
+  n: number,
+  inputSize: number,
+  classes: number,
+): void {
+  if (!Number.isInteger(n) || n < 1) misuse(`batch size must be a positive integer (got ${n})`, { n });
+  if (features.length < n * inputSize) misuse(`features too short for ${n} rows`, { n });
+  if (targets.length < n * classes) misuse(`targets too short for ${n} rows`, { n });
+  for (let i = 0; i < n * inputSize; i++) {
+    if (!Number.isFinite(features[i] as number)) {
+      throw new LayercacheError("FRAME_INVALID", `non-finite feature at index ${i}`, {
+        details: { index: i },
+      });
     }
-    for (let row = 0; row < n; row++) {
-      let sum = 0;
-      for (let c = row * this.classes; c < (row + 1) * this.classes; c++) {
-        const t = targets[c] as number;
-        if (!(t >= 0 && t <= 1)) misuse(`target ${t} at index ${c} is not a probability`, { index: c });
-        sum += t;
-      }
-      if (Math.abs(sum - 1) > TARGET_SUM_TOLERANCE) misuse(`target row ${row} sums to ${sum}`, { row });
+  }
+  for (let row = 0; row < n; row++) {
+    let sum = 0;
+    for (let c = row * classes; c < (row + 1) * classes; c++) {
+      const t = targets[c] as number;
+      if (!(t >= 0 && t <= 1)) misuse(`target ${t} at index ${c} is not a probability`, { index: c });
+      sum += t;
     }
+    if (Math.abs(sum - 1) > TARGET_SUM_TOLERANCE) misuse(`target row ${row} sums to ${sum}`, { row });
   }
 }

@@ -14,12 +14,21 @@
  * Parameters and statistics are graph inputs, not initializers, so one pair
  * of sessions serves every head of that shape at every version. Standardizing
  * happens in float32 here (float64 in the reference): the two agree to ~1e-5.
+ *
+ * A nearest-neighbour memory (knn-head.ts) has a third graph, `similarity`:
+ * one matrix product of n unit queries with the m remembered unit vectors
+ * (n × m cosine similarities), the bulk of its arithmetic; choosing the
+ * neighbours and voting stay in TypeScript (O(n·m), not O(n·m·D)). The memory
+ * is a graph input too, so any number of entries, any version. The "mlp+knn"
+ * ensemble's kernel has all three graphs.
  */
 import * as ort from "onnxruntime-node";
 import onnxProto from "onnx-proto";
 import type { onnx } from "onnx-proto";
+import { LayercacheError } from "../errors/index.ts";
 import { onnxSessionOptions } from "../model/backbone.ts";
 import type { HeadShape } from "./head-types.ts";
+import { remembers } from "./head-types.ts";
 
 const { ModelProto, TensorProto } = onnxProto.onnx;
 const FLOAT = TensorProto.DataType.FLOAT;
@@ -45,10 +54,16 @@ function intAttr(name: string, i: number): onnx.IAttributeProto {
   return { name, type: onnxProto.onnx.AttributeProto.AttributeType.INT, i };
 }
 
-/** Parameter tensors of a head, in its flat layout order, with their shapes. */
+/** Whether a head of this shape has a hidden layer (an MLP, alone or in the ensemble). */
+function hasHiddenLayer(shape: HeadShape): boolean {
+  return shape.kind === "mlp" || shape.kind === "mlp+knn";
+}
+
+/** Parameter tensors of a head, in its flat layout order, with their shapes (none for a memory). */
 export function parameterBlocks(shape: HeadShape): { name: string; dims: number[] }[] {
   const { inputSize: d, hidden: h, classes: c } = shape;
-  return shape.kind === "mlp"
+  if (shape.kind === "knn") return [];
+  return hasHiddenLayer(shape)
     ? [
         { name: "w1", dims: [h, d] },
         { name: "w2", dims: [c, h] },
@@ -83,8 +98,44 @@ class GraphBuilder {
   }
 }
 
+function encodeModel(
+  name: string,
+  g: GraphBuilder,
+  inputs: onnx.IValueInfoProto[],
+  outputs: onnx.IValueInfoProto[],
+) {
+  const model: onnx.IModelProto = {
+    irVersion: 8,
+    opsetImport: [{ domain: "", version: OPSET }],
+    producerName: "layercache heads",
+    graph: { name, node: g.nodes, initializer: g.initializers, input: inputs, output: outputs },
+  };
+  return ModelProto.encode(ModelProto.create(model)).finish();
+}
+
+/**
+ * The similarity graph of a memory: n unit queries (n × D) times the m unit
+ * vectors remembered (m × D), transposed: n × m cosine similarities.
+ */
+export function buildSimilarityGraph(inputSize: number): Uint8Array {
+  const g = new GraphBuilder();
+  g.op("Gemm", ["queries", "memory"], [intAttr("transB", 1)], "similarity");
+  return encodeModel(
+    "nearest-neighbour similarity",
+    g,
+    [valueInfo("queries", ["n", inputSize]), valueInfo("memory", ["m", inputSize])],
+    [valueInfo("similarity", ["n", "m"])],
+  );
+}
+
 /** Builds the ONNX bytes of the predict (with `training` false) or gradient graph. */
 export function buildHeadGraph(shape: HeadShape, training: boolean): Uint8Array {
+  if (shape.kind === "knn") {
+    throw new LayercacheError(
+      "INTERNAL",
+      "a nearest-neighbour memory has no parameters to build a graph for",
+    );
+  }
   const { inputSize: d, classes: c } = shape;
   const g = new GraphBuilder();
   const blocks = parameterBlocks(shape);
@@ -95,7 +146,7 @@ export function buildHeadGraph(shape: HeadShape, training: boolean): Uint8Array 
   const transA = [intAttr("transA", 1)];
   let hidden: { pre: string; act: string } | undefined;
   let logits: string;
-  if (shape.kind === "mlp") {
+  if (hasHiddenLayer(shape)) {
     const pre = g.op("Gemm", [z, "w1", "b1"], transB);
     const act = g.op("Relu", [pre]);
     hidden = { pre, act };
@@ -145,19 +196,7 @@ export function buildHeadGraph(shape: HeadShape, training: boolean): Uint8Array 
     }
     outputs.push(valueInfo("loss", []), ...blocks.map((b) => valueInfo(`grad_${b.name}`, b.dims)));
   }
-  const model: onnx.IModelProto = {
-    irVersion: 8,
-    opsetImport: [{ domain: "", version: OPSET }],
-    producerName: "layercache heads",
-    graph: {
-      name: `${shape.kind} head ${training ? "gradient" : "predict"}`,
-      node: g.nodes,
-      initializer: g.initializers,
-      input: inputs,
-      output: outputs,
-    },
-  };
-  return ModelProto.encode(ModelProto.create(model)).finish();
+  return encodeModel(`${shape.kind} head ${training ? "gradient" : "predict"}`, g, inputs, outputs);
 }
 
 /** What a kernel needs from a head: its shape, flat parameters and input statistics. */
@@ -169,19 +208,33 @@ export interface KernelHead {
   readonly scale: Float32Array;
 }
 
+/** The sessions of one kernel: the parametric pair and the memory's similarity graph, as the kind has them. */
+interface KernelSessions {
+  predict?: ort.InferenceSession;
+  gradient?: ort.InferenceSession;
+  similarity?: ort.InferenceSession;
+}
+
+function missing(shape: HeadShape, graph: string): never {
+  throw new LayercacheError("INTERNAL", `a ${shape.kind} head kernel has no ${graph} graph`);
+}
+
 export class HeadKernel {
   private constructor(
     readonly shape: HeadShape,
-    private readonly predictSession: ort.InferenceSession,
-    private readonly gradientSession: ort.InferenceSession,
+    private readonly sessions: KernelSessions,
     private readonly blocks: { name: string; dims: number[]; offset: number; size: number }[],
   ) {}
 
   static async create(shape: HeadShape, threads = 1): Promise<HeadKernel> {
     const options = onnxSessionOptions(threads);
-    const [predict, gradient] = await Promise.all([
-      ort.InferenceSession.create(buildHeadGraph(shape, false), options),
-      ort.InferenceSession.create(buildHeadGraph(shape, true), options),
+    const parametric = shape.kind !== "knn";
+    const [predict, gradient, similarity] = await Promise.all([
+      parametric ? ort.InferenceSession.create(buildHeadGraph(shape, false), options) : undefined,
+      parametric ? ort.InferenceSession.create(buildHeadGraph(shape, true), options) : undefined,
+      remembers(shape.kind)
+        ? ort.InferenceSession.create(buildSimilarityGraph(shape.inputSize), options)
+        : undefined,
     ]);
     let offset = 0;
     const blocks = parameterBlocks(shape).map((b) => {
@@ -190,7 +243,7 @@ export class HeadKernel {
       offset += size;
       return block;
     });
-    return new HeadKernel(shape, predict, gradient, blocks);
+    return new HeadKernel(shape, { predict, gradient, similarity }, blocks);
   }
 
   private feeds(head: KernelHead, features: Float32Array, n: number): Record<string, ort.Tensor> {
@@ -208,7 +261,8 @@ export class HeadKernel {
 
   /** Class probabilities of n rows into out[0 .. n·C). */
   async predict(head: KernelHead, features: Float32Array, n: number, out: Float32Array): Promise<void> {
-    const result = await this.predictSession.run(this.feeds(head, features, n));
+    const session = this.sessions.predict ?? missing(this.shape, "predict");
+    const result = await session.run(this.feeds(head, features, n));
     out.set((result.probs!.data as Float32Array).subarray(0, n * this.shape.classes));
   }
 
@@ -220,19 +274,41 @@ export class HeadKernel {
     n: number,
     gradient: Float32Array,
   ): Promise<number> {
+    const session = this.sessions.gradient ?? missing(this.shape, "gradient");
     const feeds = this.feeds(head, features, n);
     feeds.targets = new ort.Tensor("float32", targets.subarray(0, n * this.shape.classes), [
       n,
       this.shape.classes,
     ]);
     feeds.inv_n = new ort.Tensor("float32", new Float32Array([1 / n]), []);
-    const result = await this.gradientSession.run(feeds);
+    const result = await session.run(feeds);
     for (const b of this.blocks) gradient.set(result[`grad_${b.name}`]!.data as Float32Array, b.offset);
     return (result.loss!.data as Float32Array)[0]!;
   }
 
+  /**
+   * Cosine similarities of n unit queries (n × D) with m unit memory rows
+   * (m × D): n × m, row-major. The array belongs to onnxruntime's result;
+   * read it before the next call.
+   */
+  async similarities(
+    queries: Float32Array,
+    n: number,
+    memory: Float32Array,
+    m: number,
+  ): Promise<Float32Array> {
+    const session = this.sessions.similarity ?? missing(this.shape, "similarity");
+    const d = this.shape.inputSize;
+    const result = await session.run({
+      queries: new ort.Tensor("float32", queries.subarray(0, n * d), [n, d]),
+      memory: new ort.Tensor("float32", memory.subarray(0, m * d), [m, d]),
+    });
+    return result.similarity!.data as Float32Array;
+  }
+
   async release(): Promise<void> {
-    await Promise.all([this.predictSession.release(), this.gradientSession.release()]);
+    const { predict, gradient, similarity } = this.sessions;
+    await Promise.all([predict?.release(), gradient?.release(), similarity?.release()]);
   }
 }
 

@@ -1,13 +1,25 @@
 /**
  * The contract of an exit head, its shapes, and its training options with
  * their defaults. Kept apart from the implementations so that the codec and
- * both head classes can share it without import cycles.
+ * every head class can share it without import cycles.
  */
 import { LayercacheError } from "../errors/index.ts";
 import type { AdamOptions } from "./adam.ts";
 import type { HeadKernel } from "./head-kernel.ts";
 
-export type HeadKind = "softmax" | "mlp";
+/**
+ * softmax and mlp learn by gradient steps (softmax-head.ts, mlp-head.ts);
+ * knn remembers examples and answers by its nearest neighbours (knn-head.ts);
+ * mlp+knn is both at one exit, answering with the mean (ensemble-head.ts).
+ */
+export type HeadKind = "softmax" | "mlp" | "knn" | "mlp+knn";
+
+export const HEAD_KINDS: readonly HeadKind[] = ["softmax", "mlp", "knn", "mlp+knn"];
+
+/** Whether heads of this kind keep a nearest-neighbour memory. */
+export function remembers(kind: HeadKind): boolean {
+  return kind === "knn" || kind === "mlp+knn";
+}
 
 /**
  * A small classifier at a segment boundary: from the pooled activations there
@@ -41,6 +53,20 @@ export interface ExitHead {
   ): Promise<number>;
   /** Weights and input statistics (not the optimizer state) in the head codec format. */
   toBytes(): Uint8Array;
+  /**
+   * False for heads that learn only by remembering (the nearest-neighbour
+   * memory): the trainer takes no gradient steps on them, since replayed
+   * mini-batches would store the same example many times. Absent means true.
+   */
+  readonly learnsByGradient?: boolean;
+  /**
+   * Heads with a memory: takes one new example (features, and its soft target
+   * whose top class is the label remembered). The trainer calls it exactly
+   * once per example, as the example arrives.
+   */
+  remember?(features: Float32Array, target: Float32Array): void;
+  /** Heads with a memory: forgets all but the newest `keep` examples of each class (after a drift alarm). */
+  keepNewest?(keep: number): void;
 }
 
 export interface HeadOptions extends AdamOptions {
@@ -74,9 +100,13 @@ export const DEFAULT_MLP_OPTIONS: Readonly<HeadOptions> = Object.freeze({
 export interface HeadShape {
   kind: HeadKind;
   inputSize: number;
-  /** Hidden units; 0 for softmax regression. */
+  /** Hidden units; 0 for softmax regression and the nearest-neighbour memory. */
   hidden: number;
   classes: number;
+  /** Examples remembered per class ("knn" and "mlp+knn"); absent or 0 for the others. */
+  memoryPerClass?: number;
+  /** Nearest neighbours that vote ("knn" and "mlp+knn"); absent or 0 for the others. */
+  neighbours?: number;
 }
 
 /** Everything a head's predictions depend on: what the codec stores. */
@@ -91,13 +121,32 @@ export interface HeadState {
 
 /** Largest input, hidden or class dimension a head accepts. */
 export const MAX_HEAD_DIMENSION = 1 << 16;
-/** Largest parameter count a head accepts (256 MiB of float32). */
+/** Largest parameter count a head accepts (256 MiB of float32); also the bound on a memory's floats. */
 export const MAX_HEAD_PARAMETERS = 1 << 26;
+/** Most examples a memory keeps per class. */
+export const MAX_MEMORY_PER_CLASS = 1 << 16;
+/** Most neighbours a memory lets vote. */
+export const MAX_NEIGHBOURS = 1024;
+/** Defaults of a nearest-neighbour memory (knnPerClass and knnK in options.ts; docs/cache.md says why). */
+export const DEFAULT_MEMORY_PER_CLASS = 64;
+export const DEFAULT_NEIGHBOURS = 10;
 
-/** Number of float32 parameters of a head of this shape. */
+/** Number of float32 parameters of a head of this shape (a memory has none; see memoryFloats). */
 export function parameterCount(shape: HeadShape): number {
   const { inputSize: d, hidden: h, classes: c } = shape;
-  return shape.kind === "softmax" ? c * d + c : h * d + c * h + h + c;
+  switch (shape.kind) {
+    case "softmax":
+      return c * d + c;
+    case "knn":
+      return 0;
+    default:
+      return h * d + c * h + h + c;
+  }
+}
+
+/** Most float32 values a head's memory holds when full: classes × memoryPerClass × inputSize. */
+export function memoryFloats(shape: HeadShape): number {
+  return remembers(shape.kind) ? shape.classes * (shape.memoryPerClass ?? 0) * shape.inputSize : 0;
 }
 
 function isDimension(value: number, min: number): boolean {
@@ -106,14 +155,31 @@ function isDimension(value: number, min: number): boolean {
 
 /** Why a shape is unusable, or undefined when it is fine. */
 export function shapeProblem(shape: HeadShape): string | undefined {
-  if (shape.kind !== "softmax" && shape.kind !== "mlp") return `unknown head kind ${String(shape.kind)}`;
+  if (!HEAD_KINDS.includes(shape.kind)) return `unknown head kind ${String(shape.kind)}`;
   if (!isDimension(shape.inputSize, 1)) return `input size must be in [1, ${MAX_HEAD_DIMENSION}]`;
   if (!isDimension(shape.classes, 2)) return `class count must be in [2, ${MAX_HEAD_DIMENSION}]`;
   if (shape.kind === "softmax" && shape.hidden !== 0) return "softmax regression has no hidden layer";
-  if (shape.kind === "mlp" && !isDimension(shape.hidden, 1)) {
+  if (shape.kind === "knn" && shape.hidden !== 0) return "a nearest-neighbour memory has no hidden layer";
+  if ((shape.kind === "mlp" || shape.kind === "mlp+knn") && !isDimension(shape.hidden, 1)) {
     return `hidden size must be in [1, ${MAX_HEAD_DIMENSION}]`;
   }
   if (parameterCount(shape) > MAX_HEAD_PARAMETERS) return `more than ${MAX_HEAD_PARAMETERS} parameters`;
+  return memoryProblem(shape);
+}
+
+function memoryProblem(shape: HeadShape): string | undefined {
+  const perClass = shape.memoryPerClass ?? 0;
+  const neighbours = shape.neighbours ?? 0;
+  if (!remembers(shape.kind)) {
+    return perClass === 0 && neighbours === 0 ? undefined : `a ${shape.kind} head has no memory`;
+  }
+  if (!(Number.isInteger(perClass) && perClass >= 1 && perClass <= MAX_MEMORY_PER_CLASS)) {
+    return `examples per class must be in [1, ${MAX_MEMORY_PER_CLASS}]`;
+  }
+  if (!(Number.isInteger(neighbours) && neighbours >= 1 && neighbours <= MAX_NEIGHBOURS)) {
+    return `neighbours must be in [1, ${MAX_NEIGHBOURS}]`;
+  }
+  if (memoryFloats(shape) > MAX_HEAD_PARAMETERS) return `a memory of more than ${MAX_HEAD_PARAMETERS} floats`;
   return undefined;
 }
 

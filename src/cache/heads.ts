@@ -4,36 +4,53 @@
  * online on the backbone's own soft outputs (self-distillation).
  *
  * This module is the public face of the heads; the pieces live in
- * softmax-head.ts, mlp-head.ts, head-base.ts, head-codec.ts and head-math.ts.
+ * softmax-head.ts, mlp-head.ts, knn-head.ts, ensemble-head.ts, head-base.ts,
+ * head-codec.ts and head-math.ts.
  */
+import { EnsembleHead } from "./ensemble-head.ts";
 import { decodeHead } from "./head-codec.ts";
 import type { ExitHead, HeadKind, HeadOptions } from "./head-types.ts";
+import { DEFAULT_MEMORY_PER_CLASS, DEFAULT_NEIGHBOURS } from "./head-types.ts";
+import { NearestNeighbourHead } from "./knn-head.ts";
 import { MlpHead } from "./mlp-head.ts";
 import { SeededRandom } from "./random.ts";
 import { SoftmaxRegression } from "./softmax-head.ts";
 
 export type { ExitHead, HeadKind, HeadOptions, HeadShape, HeadState } from "./head-types.ts";
 export {
+  DEFAULT_MEMORY_PER_CLASS,
   DEFAULT_MLP_OPTIONS,
+  DEFAULT_NEIGHBOURS,
   DEFAULT_SOFTMAX_OPTIONS,
   MAX_HEAD_DIMENSION,
   MAX_HEAD_PARAMETERS,
+  remembers,
 } from "./head-types.ts";
 export type { HeadBase } from "./head-base.ts";
 export { softmaxWithTemperature } from "./head-math.ts";
 export { MlpHead, type MlpHeadShape } from "./mlp-head.ts";
 export { SoftmaxRegression, type SoftmaxRegressionShape } from "./softmax-head.ts";
+export { NearestNeighbourHead, type NearestNeighbourShape } from "./knn-head.ts";
+export { EnsembleHead, type EnsembleShape } from "./ensemble-head.ts";
 
-/** The two settings that choose a head's architecture (a subset of the cache options). */
+/** Every head class headFromBytes may return. */
+export type AnyHead = SoftmaxRegression | MlpHead | NearestNeighbourHead | EnsembleHead;
+
+/** The settings that choose a head's architecture (a subset of the cache options). */
 export interface HeadChoice {
   headKind: HeadKind;
-  /** Hidden units, used when headKind is "mlp". */
+  /** Hidden units, used when headKind is "mlp" or "mlp+knn". */
   mlpHidden: number;
+  /** Examples remembered per class, for "knn" and "mlp+knn" (DEFAULT_MEMORY_PER_CLASS if absent). */
+  knnPerClass?: number;
+  /** Nearest neighbours that vote, for "knn" and "mlp+knn" (DEFAULT_NEIGHBOURS if absent). */
+  knnK?: number;
 }
 
 /**
  * A fresh, untrained head for an exit with `inputSize` pooled features.
- * Softmax regression starts at zero; the MLP draws its weights from `random`.
+ * Softmax regression starts at zero; the MLP draws its weights from `random`;
+ * a memory starts empty.
  */
 export function createHead(
   choice: HeadChoice,
@@ -42,9 +59,22 @@ export function createHead(
   random: SeededRandom,
   options: Partial<HeadOptions> = {},
 ): ExitHead {
-  return choice.headKind === "softmax"
-    ? new SoftmaxRegression({ inputSize, classes }, options)
-    : new MlpHead({ inputSize, hidden: choice.mlpHidden, classes }, random, options);
+  const memoryPerClass = choice.knnPerClass ?? DEFAULT_MEMORY_PER_CLASS;
+  const neighbours = choice.knnK ?? DEFAULT_NEIGHBOURS;
+  switch (choice.headKind) {
+    case "softmax":
+      return new SoftmaxRegression({ inputSize, classes }, options);
+    case "mlp":
+      return new MlpHead({ inputSize, hidden: choice.mlpHidden, classes }, random, options);
+    case "knn":
+      return new NearestNeighbourHead({ inputSize, classes, memoryPerClass, neighbours });
+    case "mlp+knn":
+      return EnsembleHead.create(
+        { inputSize, hidden: choice.mlpHidden, classes, memoryPerClass, neighbours },
+        random,
+        options,
+      );
+  }
 }
 
 /**
@@ -52,16 +82,26 @@ export function createHead(
  * the bytes: pass them again if the head will keep training (the optimizer
  * starts afresh). Throws LayercacheError("STATE_INVALID") on malformed bytes.
  */
-export function headFromBytes(
-  bytes: Uint8Array,
-  options: Partial<HeadOptions> = {},
-): SoftmaxRegression | MlpHead {
-  const { shape, state } = decodeHead(bytes);
-  const head =
-    shape.kind === "softmax"
-      ? new SoftmaxRegression(shape, options)
-      : // The random initialisation is overwritten by the decoded weights at once.
-        new MlpHead(shape, new SeededRandom(0), options);
-  head.loadState(state);
-  return head;
+export function headFromBytes(bytes: Uint8Array, options: Partial<HeadOptions> = {}): AnyHead {
+  const decoded = decodeHead(bytes);
+  switch (decoded.form) {
+    case "memory":
+      return NearestNeighbourHead.fromState(decoded.shape, decoded.memory);
+    case "ensemble": {
+      const mlp = new MlpHead(decoded.mlp.shape, new SeededRandom(0), options);
+      mlp.loadState(decoded.mlp.state);
+      const memory = NearestNeighbourHead.fromState(decoded.memory.shape, decoded.memory.memory);
+      return new EnsembleHead(mlp, memory);
+    }
+    case "parametric": {
+      const { shape, state } = decoded;
+      const head =
+        shape.kind === "softmax"
+          ? new SoftmaxRegression(shape, options)
+          : // The random initialisation is overwritten by the decoded weights at once.
+            new MlpHead(shape, new SeededRandom(0), options);
+      head.loadState(state);
+      return head;
+    }
+  }
 }

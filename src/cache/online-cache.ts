@@ -18,12 +18,15 @@ import { LayercacheError } from "../errors/index.ts";
 import type { SegmentedBackbone } from "../model/backbone.ts";
 import { ShadowAudit } from "./audit.ts";
 import type { CacheObserver, FrameOutcome } from "./engine.ts";
-import { CacheEngine } from "./engine.ts";
+import { BACKBONE_EXIT, CacheEngine, STRICT, exitThreshold } from "./engine.ts";
 import type { CacheOptions } from "./options.ts";
 import type { CacheSnapshot, CacheStateStore } from "./state.ts";
 import { MemoryStateStore, emptySnapshot } from "./state.ts";
 import { HeadTrainer } from "./trainer.ts";
 import { KernelPool } from "./head-kernel.ts";
+import type { ExactAnswer } from "./exact-cache.ts";
+import { ExactCache, contentKey } from "./exact-cache.ts";
+import { elements } from "../model/manifest.ts";
 
 export type CacheRole = "alone" | "follower" | "trainer";
 
@@ -65,9 +68,32 @@ class ObserverSwitch implements CacheObserver {
 
 const openExits = (s: CacheSnapshot) => s.decisions.filter((d) => d.open).length;
 
+const answerOf = (o: FrameOutcome): ExactAnswer => ({
+  label: o.label,
+  confidence: o.confidence,
+  exit: o.exit,
+  headsVersion: o.headsVersion,
+});
+
+/** A repeat answered from the exact cache: the first answer, no MACs, the lookup as its compute time. */
+const exactHit = (id: string, a: ExactAnswer, computeMs: number): FrameOutcome => ({
+  id,
+  label: a.label,
+  confidence: a.confidence,
+  exit: a.exit,
+  audited: false,
+  heldOut: false,
+  macs: 0,
+  computeMs,
+  headsVersion: a.headsVersion,
+  exactHit: true,
+});
+
 export class OnlineCache {
   readonly engine: CacheEngine;
   readonly audit: ShadowAudit;
+  /** Answers for repeated frames (exact-cache.ts); undefined when off, and always with the cache off. */
+  readonly exact: ExactCache | undefined;
   /** Milliseconds spent learning and calibrating, outside `process()`. */
   maintenanceMs = 0;
   /** onnxruntime sessions for the heads' arithmetic, shared by every trainer and the engine. */
@@ -79,6 +105,7 @@ export class OnlineCache {
   /** Version of the last snapshot this cache published. */
   private lastPublished = -1;
   private hold: TakeoverHold | undefined;
+  private readonly frameSize: number;
 
   private constructor(
     private readonly backbone: SegmentedBackbone,
@@ -95,6 +122,8 @@ export class OnlineCache {
       options.auditWindow,
       options.targetAgreement,
       options.driftSignificance,
+      // Answers given below the target's threshold (SLO mode) are held to the floor.
+      Math.min(options.floorAgreement, options.targetAgreement),
     );
     if (fleet) {
       this.currentRole = "follower";
@@ -104,6 +133,9 @@ export class OnlineCache {
       this.learner = new HeadTrainer(backbone.manifest, options, this.audit, snapshot.version, this.kernels);
       this.observer = new ObserverSwitch(this.learner);
     }
+    this.frameSize = elements(backbone.manifest.input.shape);
+    this.exact =
+      cacheEnabled && options.exactCacheEntries > 0 ? new ExactCache(options.exactCacheEntries) : undefined;
     this.engine = new CacheEngine(backbone, snapshot, this.audit, this.observer, {
       cacheEnabled,
       calibrationRate: options.calibrationRate,
@@ -154,8 +186,100 @@ export class OnlineCache {
     return this.hold !== undefined;
   }
 
-  async process(ids: readonly string[], input: Float32Array): Promise<FrameOutcome[]> {
-    return this.engine.process(ids, input);
+  /**
+   * Answers a micro-batch, outcomes in the order of `ids`; `strictness` is
+   * SLO mode's, one per frame (engine.ts). With the exact cache on, each
+   * frame's model input is looked up first; only the misses run through the
+   * engine (a frame repeated within the batch at the same strictness runs
+   * once, its repeats take its answer), and their answers are stored. Hits and
+   * misses share the lookup time; misses also share the time to store theirs.
+   */
+  async process(
+    ids: readonly string[],
+    input: Float32Array,
+    strictness?: Float32Array,
+  ): Promise<FrameOutcome[]> {
+    const exact = this.exact;
+    if (!exact) return this.engine.process(ids, input, strictness);
+    const n = ids.length;
+    const size = this.frameSize;
+    if (input.length !== n * size) {
+      throw new LayercacheError("INTERNAL", `batch of ${n} frames with ${input.length} floats`);
+    }
+    if (strictness && strictness.length !== n) {
+      throw new LayercacheError(
+        "INTERNAL",
+        `batch of ${n} frames with ${strictness.length} strictness values`,
+      );
+    }
+    const t0 = performance.now();
+    const version = this.engine.version;
+    const out: (FrameOutcome | undefined)[] = new Array<FrameOutcome | undefined>(n);
+    const keys: string[] = [];
+    /** Frames that run the engine, by position: the first of each content and strictness in the batch. */
+    const misses: number[] = [];
+    const firstOf = new Map<string, number>();
+    /** Repeats within the batch of a miss: [position, position of the miss]. */
+    const repeats: [number, number][] = [];
+    for (let i = 0; i < n; i++) {
+      const key = contentKey(input.subarray(i * size, (i + 1) * size));
+      keys.push(key);
+      const s = strictness ? strictness[i]! : STRICT;
+      const batchKey = s === STRICT ? key : `${key}@${s}`;
+      const first = firstOf.get(batchKey);
+      if (first !== undefined) {
+        repeats.push([i, first]);
+        continue;
+      }
+      const answer = exact.lookup(key, version);
+      if (answer && this.mayAnswer(answer, s)) {
+        out[i] = exactHit(ids[i]!, answer, 0);
+      } else {
+        firstOf.set(batchKey, i);
+        misses.push(i);
+      }
+    }
+    const lookupMs = (performance.now() - t0) / Math.max(n, 1);
+
+    if (misses.length > 0) {
+      let x = input;
+      let missStrictness = strictness;
+      if (misses.length < n) {
+        x = new Float32Array(misses.length * size);
+        misses.forEach((i, j) => x.set(input.subarray(i * size, (i + 1) * size), j * size));
+        missStrictness = strictness && Float32Array.from(misses, (i) => strictness[i]!);
+      }
+      const missIds = misses.map((i) => ids[i]!);
+      const answered = await this.engine.process(missIds, x, missStrictness);
+      const t1 = performance.now();
+      answered.forEach((o, j) => {
+        const i = misses[j]!;
+        out[i] = o;
+        exact.store(keys[i]!, answerOf(o));
+      });
+      const storeMs = (performance.now() - t1) / misses.length;
+      for (const i of misses) out[i]!.computeMs += storeMs;
+    }
+    for (const [i, first] of repeats) out[i] = exactHit(ids[i]!, answerOf(out[first]!), 0);
+    return out.map((o) => {
+      o!.computeMs += lookupMs;
+      return o!;
+    });
+  }
+
+  /**
+   * Whether a stored answer may answer a frame of strictness `s`. The
+   * backbone's always may. An early answer (of the current heads version,
+   * which `ExactCache.lookup` already checked) may when its confidence clears
+   * the threshold that frame is held to at that exit: a frame stricter than
+   * the one first answered (up to NO_EARLY_EXIT) runs the engine, one more
+   * lenient takes an answer at least as strict as it needed.
+   */
+  private mayAnswer(answer: ExactAnswer, s: number): boolean {
+    if (answer.exit === BACKBONE_EXIT) return true;
+    const decision = this.engine.current.decisions[answer.exit];
+    const threshold = decision ? exitThreshold(decision, s) : null;
+    return threshold !== null && answer.confidence >= threshold;
   }
 
   /**
@@ -227,6 +351,11 @@ export class OnlineCache {
     } finally {
       this.maintenanceMs += performance.now() - t0;
     }
+  }
+
+  /** Under overload: the training steps owed so far are dropped instead of taken later (docs/slo.md). */
+  forgoLearning(): void {
+    if (this.currentRole !== "follower") this.learner?.forgoPendingSteps();
   }
 
   private heldBack(next: CacheSnapshot, trainer: HeadTrainer): boolean {

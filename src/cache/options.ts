@@ -3,6 +3,7 @@
  * (bench/cache). Validated once; everything else takes them as given.
  */
 import { z } from "zod";
+import { DEFAULT_MEMORY_PER_CLASS, DEFAULT_NEIGHBOURS } from "./head-types.ts";
 
 export const cacheOptionsSchema = z.strictObject({
   /** Share of early answers that must equal the backbone's answer. */
@@ -10,12 +11,30 @@ export const cacheOptionsSchema = z.strictObject({
   /** Confidence level of the one-sided lower bound that proves it. */
   confidenceLevel: z.number().min(0.5).max(0.9999).default(0.95),
   boundMethod: z.enum(["wilson", "clopper-pearson"]).default("clopper-pearson"),
+  /**
+   * SLO mode's agreement floor (docs/slo.md): every exit also gets the
+   * threshold proven for it, so that an overloaded worker can exit earlier
+   * without ever answering below it. At or above the target: no floor.
+   */
+  floorAgreement: z.number().min(0.5).max(0.9999).default(0.97),
   /** Share of early-exited frames also run through the whole backbone. */
   auditRate: z.number().min(0).max(1).default(0.02),
-  /** Head kind at every exit. */
-  headKind: z.enum(["softmax", "mlp"]).default("mlp"),
+  /**
+   * Head kind at every exit: softmax regression, an MLP, a nearest-neighbour
+   * memory (knn), or an MLP and a memory answering together (mlp+knn);
+   * docs/cache.md compares them.
+   */
+  headKind: z.enum(["softmax", "mlp", "knn", "mlp+knn"]).default("mlp"),
   /** Hidden units of the MLP head. */
   mlpHidden: z.number().int().min(4).max(1024).default(64),
+  /**
+   * Newest examples a nearest-neighbour memory keeps per class (knn and
+   * mlp+knn): it holds at most classes × knnPerClass pooled feature vectors
+   * per exit, and a prediction costs that many dot products.
+   */
+  knnPerClass: z.number().int().min(1).max(4096).default(DEFAULT_MEMORY_PER_CLASS),
+  /** Nearest remembered examples that vote on a frame's class (knn and mlp+knn). */
+  knnK: z.number().int().min(1).max(256).default(DEFAULT_NEIGHBOURS),
   /** Temperature applied to the backbone's logits to make the heads' soft targets. */
   temperature: z.number().min(0.1).max(20).default(1),
   /** Training examples kept (newest win: a sliding window, so drift washes out). */
@@ -60,6 +79,15 @@ export const cacheOptionsSchema = z.strictObject({
    * 1-32 on one thread.
    */
   exitOverheadMacs: z.number().min(0).default(2_000_000),
+  /**
+   * Answers kept in the exact cache (exact-cache.ts): a repeat of a frame's
+   * exact model input is answered from it without running the model. 0 turns
+   * it off; it is off whenever the cache is. 10,000 answers take about 2 MB
+   * and cover a repeat within the last 10,000 distinct frames (minutes of a
+   * camera at tens of frames per second); a frame that never repeats costs
+   * 3-5 µs (hash and lookup) against 1-2 ms of model time.
+   */
+  exactCacheEntries: z.number().int().min(0).max(1_000_000).default(10_000),
   /** Seed of every random choice (sampling, initialisation): runs repeat. */
   seed: z.number().int().default(1),
 });

@@ -15,6 +15,12 @@ export interface ExitDecision {
   open: boolean;
   /** Confidence at or above which the head answers; null while closed. */
   threshold: number | null;
+  /**
+   * SLO mode (docs/slo.md): the threshold the same cascade proves for the
+   * agreement floor instead of the target; null when the floor does not open
+   * this exit, absent when no floor was planned.
+   */
+  floorThreshold?: number | null;
   /** Why the exit is open or closed, in words for operators. */
   reason: string;
   /** Share of reaching calibration frames this exit would answer. */
@@ -69,23 +75,57 @@ export async function scoreHead(
   return { confidence, label };
 }
 
+/** What the planner proves: the target agreement, and optionally a lower floor (SLO mode). */
+export interface PlanTarget extends CalibrationTarget {
+  /**
+   * Agreement floor of SLO mode (docs/slo.md): when below `targetAgreement`,
+   * every exit also gets the threshold proven for the floor, by a second
+   * cascade over the same scores, so that a worker under overload can move
+   * its exits between the two.
+   */
+  floorAgreement?: number;
+}
+
 export async function planExits(
   heads: readonly (ExitHead | null)[],
   set: CalibrationSet,
-  target: CalibrationTarget,
+  target: PlanTarget,
   costs: ExitCosts,
   kernels?: KernelPool,
   forcedClosed: ReadonlySet<number> = new Set(),
 ): Promise<ExitDecision[]> {
+  // Each head scores every held-out frame once; both cascades reuse the scores.
+  const scores: (ExitScores | null)[] = [];
+  for (const [exit, head] of heads.entries()) {
+    scores.push(
+      head && !forcedClosed.has(exit) ? await scoreHead(head, set, exit, undefined, kernels) : null,
+    );
+  }
+  const decisions = cascade(heads, scores, set, target, costs, forcedClosed);
+  const floor = target.floorAgreement;
+  if (floor === undefined || floor >= target.targetAgreement) return decisions;
+  const lenient = cascade(heads, scores, set, { ...target, targetAgreement: floor }, costs, forcedClosed);
+  return decisions.map((d, e) => ({ ...d, floorThreshold: lenient[e]!.threshold }));
+}
+
+/**
+ * Decides the exits in order for one target: each one only sees the held-out
+ * frames the earlier open exits leave.
+ */
+function cascade(
+  heads: readonly (ExitHead | null)[],
+  scores: readonly (ExitScores | null)[],
+  set: CalibrationSet,
+  target: CalibrationTarget,
+  costs: ExitCosts,
+  forcedClosed: ReadonlySet<number>,
+): ExitDecision[] {
   const n = set.size;
   const labels = set.labels.subarray(0, n);
   const reaching = new Uint8Array(n).fill(1);
-  const decisions: ExitDecision[] = [];
-  // Exits in order: each one only sees the frames the earlier open exits leave.
-  for (const [exit, head] of heads.entries()) decisions.push(await decide(exit, head));
-  return decisions;
+  return heads.map((head, exit) => decide(exit, head, scores[exit] ?? null));
 
-  async function decide(exit: number, head: ExitHead | null): Promise<ExitDecision> {
+  function decide(exit: number, head: ExitHead | null, exitScores: ExitScores | null): ExitDecision {
     const closed = (reason: string, calibration: CalibrationOutcome | null = null): ExitDecision => ({
       exit,
       open: false,
@@ -97,10 +137,9 @@ export async function planExits(
       calibration,
     });
     if (!head) return closed("no head trained yet");
-    if (forcedClosed.has(exit))
+    if (forcedClosed.has(exit) || !exitScores)
       return closed("closed by the shadow audit (drift); waiting for fresh calibration");
-    const scores = await scoreHead(head, set, exit, reaching, kernels);
-    const cal = calibrateExit(scores, labels, reaching, target);
+    const cal = calibrateExit(exitScores, labels, reaching, target);
     if (cal.threshold === undefined) {
       const why =
         cal.reached < cal.minFrames
@@ -119,7 +158,8 @@ export async function planExits(
         costMacs,
       };
     }
-    for (let f = 0; f < n; f++) if (reaching[f] && scores.confidence[f]! >= cal.threshold) reaching[f] = 0;
+    for (let f = 0; f < n; f++)
+      if (reaching[f] && exitScores.confidence[f]! >= cal.threshold) reaching[f] = 0;
     return {
       exit,
       open: true,

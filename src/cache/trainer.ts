@@ -5,6 +5,11 @@
  * `publishEvery` examples. Reacts to the shadow audit's drift alarm by
  * dropping stale calibration and training data, which closes exits until
  * fresh frames prove them again.
+ *
+ * Heads learn in one of two ways, or both (an "mlp+knn" ensemble): gradient
+ * heads by mini-batch steps sampled from the replay window, heads with a
+ * nearest-neighbour memory by remembering each new example exactly once, as
+ * it arrives (sampling the replay window would store duplicates).
  */
 import type { Manifest } from "../model/manifest.ts";
 import type { ShadowAudit } from "./audit.ts";
@@ -12,7 +17,7 @@ import { CalibrationSet } from "./calibration.ts";
 import type { CacheObserver } from "./engine.ts";
 import type { ExitHead } from "./heads.ts";
 import { KernelPool } from "./head-kernel.ts";
-import { createHead, headFromBytes, softmaxWithTemperature } from "./heads.ts";
+import { createHead, headFromBytes, remembers, softmaxWithTemperature } from "./heads.ts";
 import type { CacheOptions } from "./options.ts";
 import type { ExitCosts, ExitDecision } from "./planner.ts";
 import { planExits } from "./planner.ts";
@@ -31,6 +36,9 @@ export interface TrainerStats {
   driftAlarms: number;
   trainMs: number;
   calibrateMs: number;
+  /** Examples taken into the heads' memories (one per exit per example), and the time it took. */
+  remembered: number;
+  rememberMs: number;
 }
 
 export class HeadTrainer implements CacheObserver {
@@ -45,6 +53,8 @@ export class HeadTrainer implements CacheObserver {
     driftAlarms: 0,
     trainMs: 0,
     calibrateMs: 0,
+    remembered: 0,
+    rememberMs: 0,
   };
   private readonly heads: (ExitHead | null)[];
   private readonly sizes: number[];
@@ -114,6 +124,7 @@ export class HeadTrainer implements CacheObserver {
     } else {
       softmaxWithTemperature(logits, this.options.temperature, this.target);
       features.forEach((f, e) => this.replay.add(e, f, this.target));
+      this.remember(features, this.target);
       this.stats.examples++;
       const warm = this.stats.examples <= this.options.trainingWarmupExamples;
       this.pendingSteps += warm ? this.options.stepsPerExample : this.options.steadyStepsPerExample;
@@ -125,7 +136,41 @@ export class HeadTrainer implements CacheObserver {
     this.sincePublish++;
     if (!this.options.teachEarlierExits || features.length === 0) return;
     features.forEach((f, e) => this.replay.add(e, f, probs));
+    this.remember(features, probs);
     this.stats.taught += features.length;
+  }
+
+  /**
+   * A new example (features at exits 0 .. features.length - 1) goes into the
+   * memory of every head that has one. When the configured kind remembers,
+   * heads are made here, at the first example, rather than in `train()`
+   * once the replay window holds a mini-batch: a memory is useful from its
+   * first examples and must not miss them.
+   */
+  private remember(features: readonly Float32Array[], target: Float32Array): void {
+    const create = remembers(this.options.headKind);
+    if (!create && !this.heads.some((h) => h?.remember)) return;
+    const t0 = performance.now();
+    features.forEach((f, e) => {
+      const head = create ? this.headAt(e) : this.heads[e];
+      if (!head?.remember) return;
+      head.remember(f, target);
+      this.stats.remembered++;
+    });
+    this.stats.rememberMs += performance.now() - t0;
+  }
+
+  private headAt(exit: number): ExitHead {
+    this.heads[exit] ??= createHead(this.options, this.sizes[exit]!, this.classes, this.rng);
+    return this.heads[exit];
+  }
+
+  /**
+   * Drops the training steps owed so far: under overload (SLO mode) learning
+   * yields to answering, and what it skipped is not paid back in a burst.
+   */
+  forgoPendingSteps(): void {
+    this.pendingSteps = 0;
   }
 
   /**
@@ -147,13 +192,17 @@ export class HeadTrainer implements CacheObserver {
     const batch = this.options.trainBatch;
     while (this.pendingSteps >= 1) {
       this.pendingSteps--;
-      this.stats.steps++;
-      for (const [e, size] of this.sizes.entries()) {
-        const head = (this.heads[e] ??= createHead(this.options, size, this.classes, this.rng));
+      let stepped = false;
+      for (const e of this.sizes.keys()) {
+        const head = this.headAt(e);
+        // A memory has learned this window's examples already, one at a time.
+        if (head.learnsByGradient === false) continue;
         this.replay.sample(e, batch, this.rng, this.batchFeatures[e]!, this.batchTargets);
         const kernel = await this.kernels.get(head.shape);
         await head.trainBatchWith(kernel, this.batchFeatures[e]!, this.batchTargets, batch);
+        stepped = true;
       }
+      if (stepped) this.stats.steps++;
     }
     this.stats.trainMs += performance.now() - t0;
   }
@@ -167,6 +216,7 @@ export class HeadTrainer implements CacheObserver {
     // and let the heads see mostly new examples.
     this.calibration.clear();
     this.replay.keepNewest(Math.max(this.options.trainBatch, this.options.replayCapacity >> 3));
+    for (const head of this.heads) head?.keepNewest?.(Math.max(1, this.options.knnPerClass >> 3));
     for (let e = 0; e < this.sizes.length; e++) this.audit.reset(e);
     return true;
   }

@@ -7,7 +7,7 @@
 import { LayercacheError } from "../errors/index.ts";
 import type { EncodedMessage, EnvelopeOptions, Framing, MessageHeaders } from "./envelope.ts";
 import { FINGERPRINT_FRAMING, decodeEnvelope, encodeEnvelope, frameInvalid } from "./envelope.ts";
-import { predictionSchema } from "./schemas.ts";
+import { predictionSchema, previousSchemas } from "./schemas.ts";
 
 /** `Prediction.exit` when the full backbone answered. */
 export const BACKBONE_EXIT = -1;
@@ -36,6 +36,8 @@ export interface Prediction {
   producedAt: number;
   /** The frame's label, when it carried one. */
   truthLabel: number | null;
+  /** Answered from the exact cache (a repeat of an earlier frame's model input); false from older writers. */
+  exactHit: boolean;
 }
 
 const FIELDS: readonly (keyof Prediction)[] = [
@@ -55,6 +57,7 @@ const FIELDS: readonly (keyof Prediction)[] = [
   "workerId",
   "producedAt",
   "truthLabel",
+  "exactHit",
 ];
 
 /** The first field whose value is out of range, with why; undefined when all are fine. */
@@ -88,7 +91,11 @@ export function encodePrediction(p: Prediction, framing: Framing = FINGERPRINT_F
   return message;
 }
 
-/** Unwraps, decodes and checks one predictions-topic message. Throws FRAME_INVALID. */
+/**
+ * Unwraps, decodes and checks one predictions-topic message. Throws
+ * FRAME_INVALID. Records written with an earlier Prediction schema
+ * (schemas/history) decode too, with the defaults of the fields added since.
+ */
 export function decodePrediction(
   value: Buffer | null | undefined,
   headers: MessageHeaders | undefined,
@@ -96,8 +103,11 @@ export function decodePrediction(
 ): Prediction {
   let record: Prediction;
   try {
+    const writerSchemas = [...(options.writerSchemas ?? []), ...previousSchemas("Prediction")];
     // The reader schema fixes every field's type, so only values need checking.
-    record = pick(decodeEnvelope(predictionSchema(), value, headers, options) as Prediction);
+    record = pick(
+      decodeEnvelope(predictionSchema(), value, headers, { ...options, writerSchemas }) as Prediction,
+    );
   } catch (err) {
     if (err instanceof LayercacheError && err.code === "FRAME_INVALID") {
       throw new LayercacheError("FRAME_INVALID", err.message, {

@@ -9,7 +9,7 @@
  * drops docs, defaults and logical types, so editing those keeps the
  * fingerprint; any change that alters the binary encoding changes it.
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import avro from "avsc";
 import type { Schema, Type } from "avsc";
@@ -56,8 +56,8 @@ export function fingerprintOf(type: Type): string {
   return hex;
 }
 
-export function loadWireSchema(name: RecordName, dir = SCHEMA_DIR): WireSchema {
-  const path = join(dir, `${name}.avsc`);
+export function loadWireSchema(name: RecordName, dir = SCHEMA_DIR, file = `${name}.avsc`): WireSchema {
+  const path = join(dir, file);
   let type: Type;
   try {
     type = parseSchema(readFileSync(path, "utf8"));
@@ -81,4 +81,35 @@ export function frameSchema(): WireSchema {
 export function predictionSchema(): WireSchema {
   prediction ??= loadWireSchema("Prediction");
   return prediction;
+}
+
+/** Where earlier versions of the schemas are kept: `<repo>/schemas/history/<Name>.v<N>.avsc`. */
+export const SCHEMA_HISTORY_DIR = join(SCHEMA_DIR, "history");
+
+const history = new Map<RecordName, Type[]>();
+
+/**
+ * The earlier versions of a record's schema, oldest first (loaded on first
+ * use). Readers in fingerprint framing accept them as writer schemas, so
+ * records written before a field was added still decode (schemas/README.md).
+ */
+export function previousSchemas(name: RecordName): readonly Type[] {
+  let types = history.get(name);
+  if (types === undefined) {
+    const dir = SCHEMA_HISTORY_DIR;
+    const pattern = new RegExp(`^${name}\\.v(\\d+)\\.avsc$`);
+    let files: string[];
+    try {
+      files = readdirSync(dir);
+    } catch (err) {
+      throw new LayercacheError("INTERNAL", `cannot list earlier Avro schemas in ${dir}`, { cause: err });
+    }
+    const versions = files
+      .map((file) => pattern.exec(file))
+      .filter((m): m is RegExpExecArray => m !== null)
+      .sort((a, b) => Number(a[1]) - Number(b[1]));
+    types = versions.map((m) => loadWireSchema(name, dir, m[0]).type);
+    history.set(name, types);
+  }
+  return types;
 }

@@ -210,6 +210,12 @@ export const FIELDS = {
     schema: bool,
     default: "true",
   },
+  exactCacheEntries: {
+    env: "LAYERCACHE_EXACT_CACHE_ENTRIES",
+    doc: "Answers kept for repeated frames (exact cache, LRU; docs/cache.md); 0, or the cache off, turns it off.",
+    schema: int(0, 1_000_000),
+    default: "10000",
+  },
   targetAgreement: {
     env: "LAYERCACHE_TARGET_AGREEMENT",
     doc: "Share of early answers that must equal the backbone's, proven at the confidence level.",
@@ -227,6 +233,30 @@ export const FIELDS = {
     doc: "Share of early-exited frames also run through the whole backbone (shadow audit).",
     schema: ratio(0, 1),
     default: "0.02",
+  },
+  sloP95Ms: {
+    env: "LAYERCACHE_SLO_P95_MS",
+    doc: "SLO mode: objective on the p95 produce-to-prediction latency, ms. Unset: fixed thresholds (docs/slo.md).",
+    schema: int(1, 3_600_000).optional(),
+    optional: true,
+  },
+  floorAgreement: {
+    env: "LAYERCACHE_SLO_FLOOR_AGREEMENT",
+    doc: "SLO mode: agreement floor; under overload exits move towards the thresholds proven for it, never below.",
+    schema: ratio(0.5, 0.9999),
+    default: "0.97",
+  },
+  sloPeriodMs: {
+    env: "LAYERCACHE_SLO_PERIOD_MS",
+    doc: "SLO mode: control period, ms.",
+    schema: int(50, 60_000),
+    default: "1000",
+  },
+  deadlineMarginMs: {
+    env: "LAYERCACHE_DEADLINE_MARGIN_MS",
+    doc: "A frame whose deadline hint is closer than this answers at the floor's thresholds.",
+    schema: int(0, 3_600_000),
+    default: "50",
   },
   metricsPort: {
     env: "LAYERCACHE_METRICS_PORT",

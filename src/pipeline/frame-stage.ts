@@ -19,6 +19,7 @@ import type { DeadLetterPublisher } from "../transport/kafka/dead-letter.ts";
 import type { OutputWriter, SourcedMessage } from "../transport/kafka/outputs.ts";
 import { MicroBatcher } from "./batcher.ts";
 import type { ModelInfo, OutcomeColumns } from "./inference-protocol.ts";
+import type { FrameHints } from "../slo/controller.ts";
 import type { FrameMeta } from "./predictions.ts";
 import { toPrediction } from "./predictions.ts";
 
@@ -44,7 +45,10 @@ export interface StageObserver {
 
 export interface StageDeps {
   model: ModelInfo;
-  infer: (ids: string[], pixels: Uint8Array) => Promise<OutcomeColumns>;
+  /** `strictness`: per frame (SLO mode, docs/slo.md); absent when every frame is strict. */
+  infer: (ids: string[], pixels: Uint8Array, strictness?: Float32Array) => Promise<OutcomeColumns>;
+  /** The strictness a frame is answered at, from SLO mode and its own hints (slo/loop.ts). */
+  strictness?: (hints: FrameHints, nowMs: number) => number;
   outputs: OutputWriter;
   deadLetters: DeadLetterPublisher;
   observer?: StageObserver;
@@ -52,6 +56,7 @@ export interface StageDeps {
 }
 
 interface QueuedFrame extends FrameMeta {
+  hints: FrameHints;
   source: ConsumedMessage;
   /** Planar model input, channels x height x width bytes. */
   pixels: Uint8Array;
@@ -124,6 +129,7 @@ export class FrameStage {
       id: frame.id,
       producedAt: frame.producedAt,
       label: frame.label,
+      hints: { deadlineMs: frame.deadlineMs, minAgreement: frame.minAgreement },
       receivedAt: message.receivedAt,
       source: message,
       pixels,
@@ -141,6 +147,7 @@ export class FrameStage {
       outcomes = await this.deps.infer(
         items.map((f) => f.id),
         pixels,
+        this.strictness(items),
       );
     } catch (err) {
       for (const f of items) f.reject(err);
@@ -149,6 +156,15 @@ export class FrameStage {
     this.counters.batches++;
     this.deps.observer?.batch(outcomes);
     void this.publish(items, outcomes);
+  }
+
+  /** Per-frame strictness, or undefined when every frame is strict (the common case costs nothing). */
+  private strictness(items: QueuedFrame[]): Float32Array | undefined {
+    const of = this.deps.strictness;
+    if (!of) return undefined;
+    const now = Date.now();
+    const values = Float32Array.from(items, (f) => of(f.hints, now));
+    return values.every((s) => s === 1) ? undefined : values;
   }
 
   private async publish(items: QueuedFrame[], outcomes: OutcomeColumns): Promise<void> {

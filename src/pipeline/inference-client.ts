@@ -89,8 +89,11 @@ export class InferenceClient {
     return this.failure === undefined && !this.exited;
   }
 
-  /** Runs one batch; `pixels` (ids.length x C x H x W, planar) is transferred to the thread. */
-  run(ids: string[], pixels: Uint8Array): Promise<OutcomeColumns> {
+  /**
+   * Runs one batch; `pixels` (ids.length x C x H x W, planar) is transferred
+   * to the thread; `strictness` (one per frame, SLO mode) is copied.
+   */
+  run(ids: string[], pixels: Uint8Array, strictness?: Float32Array): Promise<OutcomeColumns> {
     if (this.failure) return Promise.reject(this.failure);
     const { buffer } = pixels;
     if (
@@ -104,7 +107,13 @@ export class InferenceClient {
     const seq = ++this.seq;
     return new Promise((resolve, reject) => {
       this.pending.set(seq, { resolve, reject });
-      const message: ToInference = { type: "batch", seq, ids, pixels: buffer };
+      const message: ToInference = {
+        type: "batch",
+        seq,
+        ids,
+        pixels: buffer,
+        ...(strictness ? { strictness } : {}),
+      };
       this.worker.postMessage(message, [buffer]);
     });
   }

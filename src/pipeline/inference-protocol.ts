@@ -68,6 +68,8 @@ export interface OutcomeColumns {
   headsVersion: Float64Array;
   /** 1 when an exit was confident but the frame was audited. */
   audited: Uint8Array;
+  /** 1 when the exact cache answered (a repeated frame; cache/exact-cache.ts). */
+  exactHit: Uint8Array;
 }
 
 /** The shadow audit of one exit (src/cache/audit.ts): its recent window and its lifetime totals. */
@@ -87,8 +89,12 @@ export interface WireError {
 }
 
 export type ToInference =
-  /** `pixels`: count x channels x height x width bytes, planar, transferred. */
-  { type: "batch"; seq: number; ids: string[]; pixels: ArrayBuffer } | { type: "close" };
+  /**
+   * `pixels`: count x channels x height x width bytes, planar, transferred.
+   * `strictness`: one per frame (SLO mode, cache/engine.ts); absent: all strict.
+   */
+  | { type: "batch"; seq: number; ids: string[]; pixels: ArrayBuffer; strictness?: Float32Array }
+  | { type: "close" };
 
 export type FromInference =
   | { type: "ready"; model: ModelInfo }
@@ -102,7 +108,7 @@ export type FromInference =
   | { type: "closed" };
 
 export function outcomeBuffers(o: OutcomeColumns): ArrayBuffer[] {
-  return [o.label, o.exit, o.confidence, o.macs, o.computeMs, o.headsVersion, o.audited].map(
+  return [o.label, o.exit, o.confidence, o.macs, o.computeMs, o.headsVersion, o.audited, o.exactHit].map(
     (a) => a.buffer as ArrayBuffer,
   );
 }

@@ -38,6 +38,14 @@ import { CacheSharing } from "./cache-sharing.ts";
 /** How often a thread with no batches runs the sharing step (adopt, lease, train). */
 const IDLE_STEP_MS = 250;
 
+/**
+ * Under overload (SLO mode answering every frame of a batch below strict,
+ * docs/slo.md) learning yields to answering: it runs after one batch in this
+ * many, and the training steps of the batches in between are dropped, not
+ * paid back later in a burst.
+ */
+const LEARN_EVERY_UNDER_LOAD = 4;
+
 interface Loaded {
   backbone: SegmentedBackbone;
   cache: OnlineCache;
@@ -56,6 +64,7 @@ function columns(outcomes: readonly FrameOutcome[]): OutcomeColumns {
     computeMs: new Float64Array(n),
     headsVersion: new Float64Array(n),
     audited: new Uint8Array(n),
+    exactHit: new Uint8Array(n),
   };
   outcomes.forEach((o, i) => {
     c.label[i] = o.label;
@@ -65,6 +74,7 @@ function columns(outcomes: readonly FrameOutcome[]): OutcomeColumns {
     c.computeMs[i] = o.computeMs;
     c.headsVersion[i] = o.headsVersion;
     c.audited[i] = o.audited ? 1 : 0;
+    c.exactHit[i] = o.exactHit ? 1 : 0;
   });
   return c;
 }
@@ -118,6 +128,8 @@ class InferenceServer {
   /** Audits recorded per exit as of the last result (only changed exits are sent). */
   private readonly auditedSent: number[] = [];
   private sharingSent = "";
+  /** Batches answered under load since learning last ran. */
+  private underLoad = 0;
   private readonly idleTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -167,7 +179,7 @@ class InferenceServer {
     try {
       for (let m = this.queue.shift(); m; m = this.queue.shift()) {
         if (m.type === "close") return await this.close();
-        await this.batch(m.seq, m.ids, new Uint8Array(m.pixels));
+        await this.batch(m.seq, m.ids, new Uint8Array(m.pixels), m.strictness);
       }
     } finally {
       this.busy = false;
@@ -186,13 +198,18 @@ class InferenceServer {
     if (this.queue.length > 0) void this.pump();
   }
 
-  private async batch(seq: number, ids: string[], pixels: Uint8Array): Promise<void> {
+  private async batch(
+    seq: number,
+    ids: string[],
+    pixels: Uint8Array,
+    strictness: Float32Array | undefined,
+  ): Promise<void> {
     const { cache, pre } = this.loaded;
     let outcomes: FrameOutcome[];
     try {
       this.loaded.sharing?.adoptLatest();
       this.noteHeads(undefined);
-      outcomes = await cache.process(ids, pre.normalise(pixels, ids.length));
+      outcomes = await cache.process(ids, pre.normalise(pixels, ids.length), strictness);
     } catch (err) {
       this.log.error({ err, seq, frames: ids.length }, "batch failed");
       this.post({ type: "failed", seq, error: toWireError(err) });
@@ -201,6 +218,12 @@ class InferenceServer {
     const result = columns(outcomes);
     const audit = this.auditChanges();
     this.post({ type: "result", seq, outcomes: result, ...(audit ? { audit } : {}) }, outcomeBuffers(result));
+    const overloaded = strictness !== undefined && strictness.every((s) => s < 1);
+    this.underLoad = overloaded ? this.underLoad + 1 : 0;
+    if (overloaded && this.underLoad % LEARN_EVERY_UNDER_LOAD !== 0) {
+      this.loaded.cache.forgoLearning();
+      return;
+    }
     await this.learn();
   }
 

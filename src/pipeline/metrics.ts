@@ -10,6 +10,7 @@ import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { Prediction } from "../codec/prediction.ts";
 import type { Config } from "../config/index.ts";
 import type { TransactionResult } from "../transport/kafka/transactions.ts";
+import type { ControlAction, ControlStep } from "../slo/controller.ts";
 import type { StageObserver } from "./frame-stage.ts";
 import type { ExitAudit, ModelInfo, OutcomeColumns, SharingStatus } from "./inference-protocol.ts";
 
@@ -23,6 +24,8 @@ export interface GaugeSources {
   model(): ModelInfo | undefined;
   /** Sharing the cache through Redis, as last reported; undefined when the replica does not share. */
   sharing?(): SharingStatus | undefined;
+  /** SLO mode's strictness now (1 strict, 0 at the floor). */
+  slo?(): number;
 }
 
 /** The sharing totals exported as counters, with their metric names and help. */
@@ -57,6 +60,7 @@ export class WorkerMetrics implements StageObserver {
   private readonly deadLetters: Counter<"reason">;
   private readonly exitHits: Counter<"exit">;
   private readonly audited: Counter;
+  private readonly exactHits: Counter;
   private readonly macsExecuted: Counter;
   private readonly macsSaved: Counter;
   private readonly queueSeconds: Histogram;
@@ -65,6 +69,8 @@ export class WorkerMetrics implements StageObserver {
   private readonly batchFrames: Histogram;
   private readonly headsVersion: Gauge;
   private readonly transactions: Counter<"result">;
+  private readonly sloPressure: Gauge;
+  private readonly sloSteps: Counter<"action">;
   private labelledExits = false;
 
   constructor(config: Pick<Config, "workerId" | "delivery">, sources: GaugeSources) {
@@ -90,6 +96,10 @@ export class WorkerMetrics implements StageObserver {
     this.audited = counter(
       "audited_frames_total",
       "Frames an exit was confident about, run through the backbone too.",
+    );
+    this.exactHits = counter(
+      "exact_hits_total",
+      "Delivered predictions answered from the exact cache (a repeated frame; no model run).",
     );
     this.macsExecuted = counter("macs_executed_total", "Multiply-accumulates run for delivered predictions.");
     this.macsSaved = counter(
@@ -121,6 +131,22 @@ export class WorkerMetrics implements StageObserver {
       "Exactly-once transactions by outcome: committed, aborted (sent again) or fenced.",
       ["result"],
     );
+    new Gauge({
+      name: "layercache_slo_strictness",
+      help: "SLO mode: 1 answers at the thresholds proven for the target agreement, 0 at those for the floor.",
+      registers,
+      collect() {
+        this.set(sources.slo?.() ?? 1);
+      },
+    });
+    this.sloPressure = new Gauge({
+      name: "layercache_slo_pressure",
+      help: "SLO mode: max(p95 latency, queue delay) over the objective, as of the last control period.",
+      registers,
+    });
+    this.sloSteps = counter("slo_steps_total", "SLO control periods, by what the controller did.", [
+      "action",
+    ]);
     this.headsVersion = new Gauge({
       name: "layercache_heads_version",
       help: "Version of the cache heads that answered the latest batch.",
@@ -265,6 +291,7 @@ export class WorkerMetrics implements StageObserver {
     this.predictions.inc();
     this.exitHits.inc({ exit: exitLabel(p.exit) });
     if (p.audited) this.audited.inc();
+    if (p.exactHit) this.exactHits.inc();
     this.macsExecuted.inc(p.macs);
     this.macsSaved.inc(p.macsSaved);
     this.queueSeconds.observe(Math.max(0, p.queueMs) / 1000);
@@ -274,6 +301,11 @@ export class WorkerMetrics implements StageObserver {
 
   deadLettered(reason: string): void {
     this.deadLetters.inc({ reason });
+  }
+
+  sloStep(step: ControlStep): void {
+    this.sloPressure.set(step.pressure);
+    this.sloSteps.inc({ action: step.action satisfies ControlAction });
   }
 
   transaction(result: TransactionResult): void {

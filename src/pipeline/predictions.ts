@@ -41,5 +41,6 @@ export function toPrediction(
     workerId,
     producedAt: now,
     truthLabel: frame.label,
+    exactHit: outcomes.exactHit[i] === 1,
   };
 }

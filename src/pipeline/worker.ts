@@ -35,11 +35,12 @@ import type { OutputWriter } from "../transport/kafka/outputs.ts";
 import { AcknowledgedOutputs } from "../transport/kafka/outputs.ts";
 import { OutputProducer } from "../transport/kafka/producer.ts";
 import { TransactionalOutputs } from "../transport/kafka/transactions.ts";
-import type { StageCounters } from "./frame-stage.ts";
+import type { StageCounters, StageObserver } from "./frame-stage.ts";
 import { FrameStage } from "./frame-stage.ts";
 import { InferenceClient } from "./inference-client.ts";
 import type { InferenceInit, ModelInfo } from "./inference-protocol.ts";
 import { WorkerMetrics } from "./metrics.ts";
+import { SloLoop } from "../slo/loop.ts";
 
 export interface WorkerOptions {
   /** Root logger; by default one is made from the config (level, worker id). */
@@ -86,6 +87,7 @@ class PipelineWorker implements RunningWorker {
   private settleDone!: (err?: Error) => void;
   private readonly log: Logger;
   private readonly metrics: WorkerMetrics;
+  private readonly slo: SloLoop;
   private telemetry: TelemetryServer | undefined;
   private inference: InferenceClient | undefined;
   private delivery: Delivery | undefined;
@@ -112,6 +114,21 @@ class PipelineWorker implements RunningWorker {
       audit: () => this.inference?.audit.values() ?? [],
       model: () => this.inference?.model,
       sharing: () => this.inference?.sharing,
+      slo: () => this.slo.strictness,
+    });
+    this.slo = new SloLoop({
+      ...(config.sloP95Ms !== undefined
+        ? { controller: { objectiveMs: config.sloP95Ms, periodMs: config.sloPeriodMs } }
+        : {}),
+      agreements: { target: config.targetAgreement, floor: config.floorAgreement },
+      urgentMs: config.deadlineMarginMs,
+      lag: () => {
+        let total = 0;
+        for (const lag of this.consumer?.lag.values() ?? []) total += lag;
+        return total;
+      },
+      onStep: (step) => this.metrics.sloStep(step),
+      log: componentLogger(root, "slo"),
     });
   }
 
@@ -156,8 +173,11 @@ class PipelineWorker implements RunningWorker {
       cacheEnabled: c.cacheEnabled,
       cache: cacheOptions({
         targetAgreement: c.targetAgreement,
+        floorAgreement: c.floorAgreement,
         confidenceLevel: c.confidenceLevel,
         auditRate: c.auditRate,
+        // OnlineCache leaves the exact cache off whenever the cache is off.
+        exactCacheEntries: c.exactCacheEntries,
         ...cache,
       }),
       logLevel: c.logLevel,
@@ -185,12 +205,26 @@ class PipelineWorker implements RunningWorker {
       const delivery = await this.connectDelivery(kafka, kafkaLog);
       this.delivery = delivery;
       this.throwIfFailed();
+      const metrics = this.metrics;
+      const slo = this.slo;
+      // Every delivered prediction feeds the metrics and SLO mode's latency window.
+      const observer: StageObserver = {
+        consumed: () => metrics.consumed(),
+        batch: (outcomes) => metrics.batch(outcomes),
+        predicted: (p) => {
+          metrics.predicted(p);
+          slo.delivered(p.endToEndMs);
+        },
+        deadLettered: (reason) => metrics.deadLettered(reason),
+      };
       const stage = new FrameStage(c, {
         model: inference.model,
-        infer: (ids, pixels) => inference.run(ids, pixels),
+        infer: (ids, pixels, strictness) => inference.run(ids, pixels, strictness),
+        // Cache off: every frame runs the backbone; hints have nothing to choose between.
+        ...(c.cacheEnabled ? { strictness: (hints, now) => slo.forFrame(hints, now) } : {}),
         outputs: delivery.outputs,
         deadLetters: new DeadLetterPublisher(delivery.outputs, c.deadLetterTopic, c.workerId),
-        observer: this.metrics,
+        observer,
         log: this.log,
       });
       this.stage = stage;
@@ -210,6 +244,7 @@ class PipelineWorker implements RunningWorker {
       );
       await this.consumer.start();
       this.throwIfFailed();
+      if (c.cacheEnabled) this.slo.start();
     } catch (err) {
       await this.stop();
       throw err;
@@ -223,6 +258,7 @@ class PipelineWorker implements RunningWorker {
         cacheEnabled: c.cacheEnabled,
         sharing: c.sharing && c.cacheEnabled,
         delivery: c.delivery,
+        sloP95Ms: c.sloP95Ms ?? null,
         metricsPort: this.metricsPort,
       },
       "worker started",
@@ -294,6 +330,7 @@ class PipelineWorker implements RunningWorker {
     this.status = "stopping";
     this.log.info({ inFlight: this.consumer?.inFlightCount ?? 0 }, "stopping: no more fetching");
     this.consumer?.stopFetching();
+    this.slo.stop();
     const flushed = this.stage?.flush();
     const drained = (await this.consumer?.drain(this.config.shutdownTimeoutMs)) ?? true;
     if (!drained) {

@@ -65,6 +65,8 @@ const decisionSchema = z
     exit: count,
     open: z.boolean(),
     threshold: probability.nullable(),
+    // Absent in snapshots from before SLO mode: they carry no floor thresholds.
+    floorThreshold: probability.nullable().optional(),
     reason: z.string().max(2_000),
     coverage: probability,
     savedMacs: z.number().min(0),
@@ -123,6 +125,7 @@ function decisionsToJson(decisions: readonly ExitDecision[]): SnapshotMeta["deci
     exit: d.exit,
     open: d.open,
     threshold: d.threshold,
+    ...(d.floorThreshold !== undefined ? { floorThreshold: d.floorThreshold } : {}),
     reason: d.reason,
     coverage: d.coverage,
     savedMacs: d.savedMacs,

@@ -23,8 +23,13 @@ export interface ProduceFramesOptions {
   topic: string;
   /** Frames to send; past the end of the source, its images are sent again (with new ids). */
   count: number;
-  /** Frames per second; undefined sends as fast as the broker takes them. */
-  rate?: number;
+  /**
+   * Frames per second; undefined sends as fast as the broker takes them. A
+   * list of phases paces each run of frames at its own rate, one after the
+   * other (a load profile: warm-up, overload, recovery); `count` is then
+   * their sum.
+   */
+  rate?: number | readonly RatePhase[];
   /** Seeded shuffle of the source's order; undefined keeps the source's order. */
   shuffleSeed?: number;
   /** Frame ids are `<idPrefix>-<n>`, n counting from 0. */
@@ -34,6 +39,36 @@ export interface ProduceFramesOptions {
   /** Called after each acknowledged request with the frames sent so far. */
   onProgress?: (sent: number) => void;
   log: Logger;
+}
+
+export interface RatePhase {
+  frames: number;
+  /** Frames per second during this phase. */
+  rate: number;
+}
+
+/** When frame n is due, ms after the first, for a fixed rate or a list of phases. */
+export function dueMs(rate: number | readonly RatePhase[], n: number): number {
+  if (typeof rate === "number") return (n / rate) * 1000;
+  let ms = 0;
+  let first = 0;
+  for (const phase of rate) {
+    if (n < first + phase.frames) return ms + ((n - first) / phase.rate) * 1000;
+    ms += (phase.frames / phase.rate) * 1000;
+    first += phase.frames;
+  }
+  return ms;
+}
+
+/** The rate frame n is sent at. */
+function rateAt(rate: number | readonly RatePhase[], n: number): number {
+  if (typeof rate === "number") return rate;
+  let first = 0;
+  for (const phase of rate) {
+    first += phase.frames;
+    if (n < first) return phase.rate;
+  }
+  return rate.at(-1)?.rate ?? 1;
 }
 
 export interface ProduceResult {
@@ -70,16 +105,15 @@ export async function produceFrames(
 ): Promise<ProduceResult> {
   const { topic, count, rate, signal, log } = options;
   const order = frameOrder(source.size, options.shuffleSeed);
-  const chunk = chunkSize(rate);
   const producer = await OutputProducer.connect(kafka, log);
   let sent = 0;
   const t0 = performance.now();
   try {
     while (sent < count && !signal?.aborted) {
-      const end = Math.min(count, sent + chunk);
+      const end = Math.min(count, sent + chunkSize(rate === undefined ? undefined : rateAt(rate, sent)));
       if (rate !== undefined) {
         // A request goes when its last frame is due, so no frame leaves early.
-        const wait = t0 + ((end - 1) / rate) * 1000 - performance.now();
+        const wait = t0 + dueMs(rate, end - 1) - performance.now();
         if (wait > 0) await sleep(wait, undefined, { signal }).catch(() => undefined);
         if (signal?.aborted) break;
       }

@@ -17,7 +17,10 @@
  * - accuracy: predicted label against `truthLabel`, over the frames that
  *   carried a label (the worker copies `Frame.label` into it);
  * - latency: `endToEndMs`, from the frame's `producedAt` to its prediction
- *   (time waiting in the topic included), and the mean of `computeMs`.
+ *   (time waiting in the topic included), and the mean of `computeMs`;
+ * - exact-cache hits: frames answered from the exact cache (`exactHit`, a
+ *   repeat of an earlier frame's model input). They are also counted under
+ *   the exit that gave the answer first, with their 0 MACs.
  */
 import type { Prediction } from "../codec/prediction.ts";
 import { BACKBONE_EXIT } from "../codec/prediction.ts";
@@ -64,6 +67,8 @@ export interface SummarySnapshot {
   macsSavedPct: number | null;
   accuracy: { labelled: number; correct: number; pct: number | null };
   audited: { frames: number; pct: number | null };
+  /** Frames answered from the exact cache, and their share of distinct frames. */
+  exactHits: { frames: number; pct: number | null };
   latencyMs: LatencyPercentiles | null;
   /** Mean of `computeMs`, the model time per frame (the rest of the latency is waiting); null when empty. */
   computeMsMean: number | null;
@@ -85,6 +90,7 @@ export class PredictionSummary {
   private macs = 0;
   private macsSaved = 0;
   private audited = 0;
+  private exactHits = 0;
   private computeMs = 0;
   private readonly latency = new LatencyHistogram();
   private readonly workers = new Map<string, number>();
@@ -119,6 +125,7 @@ export class PredictionSummary {
     this.macs += p.macs;
     this.macsSaved += p.macsSaved;
     if (p.audited) this.audited += 1;
+    if (p.exactHit) this.exactHits += 1;
     this.latency.add(p.endToEndMs);
     this.computeMs += p.computeMs;
     this.workers.set(p.workerId, (this.workers.get(p.workerId) ?? 0) + 1);
@@ -167,6 +174,7 @@ export class PredictionSummary {
       macsSavedPct: share(this.macsSaved, this.macs + this.macsSaved),
       accuracy: { labelled, correct, pct: share(correct, labelled) },
       audited: { frames: this.audited, pct: share(this.audited, distinct) },
+      exactHits: { frames: this.exactHits, pct: share(this.exactHits, distinct) },
       latencyMs: this.latency.percentiles() ?? null,
       computeMsMean: distinct > 0 ? this.computeMs / distinct : null,
       workers: Object.fromEntries([...this.workers.entries()].sort(([a], [b]) => a.localeCompare(b))),

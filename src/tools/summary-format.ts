@@ -32,6 +32,7 @@ export function formatSummaryTable(s: SummarySnapshot, expect?: number): string 
         : `${pct(s.accuracy.pct)} (${int(s.accuracy.correct)} of ${int(s.accuracy.labelled)} labelled)`,
     ],
     ["audited", `${pct(s.audited.pct)} (${int(s.audited.frames)} frames)`],
+    ["exact hits", `${pct(s.exactHits.pct)} (${int(s.exactHits.frames)} frames)`],
     [
       "latency (e2e)",
       lat === null
@@ -73,6 +74,7 @@ export function formatSummaryLine(s: SummarySnapshot, expect?: number): string {
     `MACs saved ${pct(s.macsSavedPct, 1)}`,
     `acc ${pct(s.accuracy.pct)}`,
     `audited ${pct(s.audited.pct)}`,
+    `exact ${pct(s.exactHits.pct)}`,
     s.latencyMs ? `p50 ${ms(s.latencyMs.p50)} ms p99 ${ms(s.latencyMs.p99)} ms` : "",
   ];
   return parts.filter(Boolean).join(" | ");

@@ -31,6 +31,7 @@ function prediction(over: Partial<Prediction>): Prediction {
     workerId: "w",
     producedAt: 0,
     truthLabel: null,
+    exactHit: false,
     ...over,
   };
 }
@@ -89,5 +90,26 @@ describe("WorkerMetrics", () => {
 
     inFlight = 0;
     expect(metric(parseMetrics(await metrics.registry.metrics()), "layercache_in_flight_frames")).toBe(0);
+  });
+
+  it("counts predictions answered from the exact cache", async () => {
+    const metrics = new WorkerMetrics(
+      { workerId: "w", delivery: "at-least-once" },
+      {
+        inFlight: () => 0,
+        pausedPartitions: () => 0,
+        lag: () => new Map(),
+        audit: () => [],
+        model: () => model,
+      },
+    );
+    expect(metric(parseMetrics(await metrics.registry.metrics()), "layercache_exact_hits_total")).toBe(0);
+    metrics.predicted(prediction({ exit: 1, exactHit: true, macs: 0, macsSaved: 1000 }));
+    metrics.predicted(prediction({ exactHit: true, macs: 0, macsSaved: 1000 }));
+    metrics.predicted(prediction({}));
+    const samples = parseMetrics(await metrics.registry.metrics());
+    expect(metric(samples, "layercache_exact_hits_total")).toBe(2);
+    expect(metric(samples, "layercache_predictions_total")).toBe(3);
+    expect(metric(samples, "layercache_macs_saved_total")).toBe(2000);
   });
 });

@@ -32,6 +32,7 @@ function prediction(over: Partial<Prediction> & { frameId: string }): Prediction
     workerId: "w1",
     producedAt: T0,
     truthLabel: 3,
+    exactHit: false,
     ...over,
   };
 }
@@ -108,6 +109,27 @@ describe("PredictionSummary", () => {
       ["a", 1],
       ["b", 3],
     ]);
+  });
+
+  it("counts exact-cache hits once per frame, under the exit that answered first, at 0 MACs", () => {
+    const s = new PredictionSummary();
+    s.add(prediction({ frameId: "1", exit: 1 }), T0);
+    s.add(prediction({ frameId: "2", exit: 1, exactHit: true, macs: 0, macsSaved: FULL }), T0);
+    s.add(prediction({ frameId: "3", exactHit: true, macs: 0, macsSaved: FULL }), T0);
+    s.add(prediction({ frameId: "4" }), T0);
+    // A duplicate delivery of a hit is not a second hit.
+    s.add(prediction({ frameId: "3", exactHit: true, macs: 0, macsSaved: FULL }), T0);
+    const snap = s.snapshot(T0);
+    expect(snap.exactHits).toEqual({ frames: 2, pct: 50 });
+    expect(snap.exits.map((e) => [e.exit, e.frames])).toEqual([
+      [1, 2],
+      [BACKBONE_EXIT, 2],
+    ]);
+    // Saved: 500 (exit 1) + 1000 + 1000 + 0, over 4 full backbones.
+    expect(snap.macsSavedPct).toBeCloseTo((100 * 2_500) / 4_000, 9);
+    expect(formatSummaryTable(snap)).toMatch(/^exact hits +50\.00% \(2 frames\)$/m);
+    expect(formatSummaryLine(snap)).toContain("exact 50.00%");
+    expect(new PredictionSummary().snapshot(T0).exactHits).toEqual({ frames: 0, pct: null });
   });
 
   it("throughput over the producedAt span, and the read rate over the recent window", () => {
