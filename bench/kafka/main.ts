@@ -16,18 +16,12 @@
  */
 import { Command } from "commander";
 import { z } from "zod";
-import { catchInterrupts } from "../../src/cli/interrupt.ts";
 import { parseOptions, positiveNumber, wholeNumber } from "../../src/cli/options.ts";
-import { toolLogger } from "../../src/cli/tool-logger.ts";
-import { loadConfig } from "../../src/config/index.ts";
-import { createKafka } from "../../src/transport/kafka/client.ts";
-import { FASHION_MNIST, openFrameSource } from "../../src/tools/frame-source.ts";
-import { ensureKafka, ensureRedis } from "../../src/tools/local-services.ts";
-import type { ArmName, ArmRun, BenchContext } from "./arm.ts";
+import type { ArmName, ArmRun } from "./arm.ts";
 import { runArm } from "./arm.ts";
 import type { BenchSettings, RepeatFigures } from "./report.ts";
 import { armFigures, buildReport, formatReport, repeatFigures } from "./report.ts";
-import { Teardown } from "./teardown.ts";
+import { runKafkaBench } from "../lib/kafka-bench.ts";
 
 const schema = z.object({
   frames: wholeNumber(1).default(10_000),
@@ -59,28 +53,7 @@ const say = (line: string) => process.stderr.write(`[bench:kafka] ${line}\n`);
 const ARM_LABEL: Record<ArmName, string> = { cacheOff: "cache off", cacheOn: "cache on" };
 
 async function main(): Promise<number> {
-  const config = loadConfig(process.env);
-  // kafkajs chatter only when asked for with LOG_LEVEL.
-  const log = toolLogger({ ...config, logLevel: process.env.LOG_LEVEL ? config.logLevel : "warn" }, "bench");
-  const interrupt = catchInterrupts(log);
-  const teardown = new Teardown(say);
-  const t0 = performance.now();
-  try {
-    const kafkaService = await ensureKafka(config.kafkaBrokers, say);
-    teardown.push("stop the Kafka broker", () => kafkaService.stop());
-    const redis = await ensureRedis(config.redisUrl, say);
-    teardown.push("stop redis-server", () => redis.stop());
-    const ctx: BenchContext = {
-      config,
-      kafka: createKafka({ ...config, kafkaBrokers: kafkaService.address.split(",") }, log),
-      brokers: kafkaService.address,
-      redisUrl: redis.address,
-      source: await openFrameSource(FASHION_MNIST),
-      log,
-      say,
-      signal: interrupt.signal,
-      showProgress: !options.json && process.stderr.isTTY === true,
-    };
+  return runKafkaBench({ say, json: options.json }, async (ctx) => {
     const settings: BenchSettings = {
       frames: options.frames,
       workers: options.workers,
@@ -120,16 +93,7 @@ async function main(): Promise<number> {
     if (failed)
       say("a worker did not stop cleanly (see the lines above); the figures stand, the exit code is 1");
     return failed ? 1 : 0;
-  } catch (err) {
-    if (interrupt.signal.aborted) return 130;
-    say(`failed: ${err instanceof Error ? err.message : String(err)}`);
-    return 1;
-  } finally {
-    if (interrupt.signal.aborted) say("interrupted: cleaning up");
-    await teardown.run();
-    interrupt.dispose();
-    say(`wall time ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-  }
+  });
 }
 
 process.exitCode = await main();

@@ -17,17 +17,12 @@
  */
 import { Command } from "commander";
 import { z } from "zod";
-import { catchInterrupts } from "../../src/cli/interrupt.ts";
 import { parseOptions, positiveNumber, wholeNumber } from "../../src/cli/options.ts";
-import { toolLogger } from "../../src/cli/tool-logger.ts";
 import { loadConfig } from "../../src/config/index.ts";
-import { createKafka } from "../../src/transport/kafka/client.ts";
-import { FASHION_MNIST, openFrameSource } from "../../src/tools/frame-source.ts";
-import { ensureKafka, ensureRedis } from "../../src/tools/local-services.ts";
 import type { ArmRun, BenchContext } from "../kafka/arm.ts";
 import { runArm } from "../kafka/arm.ts";
 import { armFigures } from "../kafka/report.ts";
-import { Teardown } from "../kafka/teardown.ts";
+import { runKafkaBench } from "../lib/kafka-bench.ts";
 import { runJoin } from "./join.ts";
 import type { SharingSettings, ThroughputRepeat } from "./report.ts";
 import { buildReport, earlyPct, formatReport } from "./report.ts";
@@ -72,29 +67,8 @@ async function throughputArm(ctx: BenchContext, workers: number, repeat: number)
 }
 
 async function main(): Promise<number> {
-  const config = loadConfig(process.env);
-  if (!config.sharing) say("LAYERCACHE_SHARING=false is ignored here: every replica shares");
-  // kafkajs chatter only when asked for with LOG_LEVEL.
-  const log = toolLogger({ ...config, logLevel: process.env.LOG_LEVEL ? config.logLevel : "warn" }, "bench");
-  const interrupt = catchInterrupts(log);
-  const teardown = new Teardown(say);
-  const t0 = performance.now();
-  try {
-    const kafkaService = await ensureKafka(config.kafkaBrokers, say);
-    teardown.push("stop the Kafka broker", () => kafkaService.stop());
-    const redis = await ensureRedis(config.redisUrl, say);
-    teardown.push("stop redis-server", () => redis.stop());
-    const ctx: BenchContext = {
-      config: { ...config, sharing: true },
-      kafka: createKafka({ ...config, kafkaBrokers: kafkaService.address.split(",") }, log),
-      brokers: kafkaService.address,
-      redisUrl: redis.address,
-      source: await openFrameSource(FASHION_MNIST),
-      log,
-      say,
-      signal: interrupt.signal,
-      showProgress: !options.json && process.stderr.isTTY === true,
-    };
+  if (!loadConfig(process.env).sharing) say("LAYERCACHE_SHARING=false is ignored here: every replica shares");
+  return runKafkaBench({ say, json: options.json, config: (c) => ({ ...c, sharing: true }) }, async (ctx) => {
     const runs: ThroughputRepeat[] = [];
     let failed = false;
     for (let repeat = 0; repeat < options.repeats; repeat++) {
@@ -137,16 +111,7 @@ async function main(): Promise<number> {
     if (failed)
       say("a replica did not stop cleanly (see the lines above); the figures stand, the exit code is 1");
     return failed ? 1 : 0;
-  } catch (err) {
-    if (interrupt.signal.aborted) return 130;
-    say(`failed: ${err instanceof Error ? err.message : String(err)}`);
-    return 1;
-  } finally {
-    if (interrupt.signal.aborted) say("interrupted: cleaning up");
-    await teardown.run();
-    interrupt.dispose();
-    say(`wall time ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-  }
+  });
 }
 
 process.exitCode = await main();

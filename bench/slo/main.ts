@@ -16,22 +16,16 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Command } from "commander";
 import { z } from "zod";
-import { catchInterrupts } from "../../src/cli/interrupt.ts";
 import { parseOptions, positiveNumber, wholeNumber } from "../../src/cli/options.ts";
-import { toolLogger } from "../../src/cli/tool-logger.ts";
-import { loadConfig } from "../../src/config/index.ts";
 import { SegmentedBackbone } from "../../src/model/backbone.ts";
 import { Preprocessor } from "../../src/model/preprocess.ts";
 import { frameOrder } from "../../src/tools/frame-producer.ts";
 import type { RatePhase } from "../../src/tools/frame-producer.ts";
 import type { FrameSource } from "../../src/tools/frame-source.ts";
-import { FASHION_MNIST, openFrameSource } from "../../src/tools/frame-source.ts";
-import { ROOT, ensureKafka, ensureRedis } from "../../src/tools/local-services.ts";
-import { createKafka } from "../../src/transport/kafka/client.ts";
+import { ROOT } from "../../src/tools/local-services.ts";
 import { runArm } from "../kafka/arm.ts";
-import type { BenchContext } from "../kafka/arm.ts";
 import { armFigures } from "../kafka/report.ts";
-import { Teardown } from "../kafka/teardown.ts";
+import { runKafkaBench } from "../lib/kafka-bench.ts";
 import { lineChart } from "../lib/svg.ts";
 import type { SloArm } from "./report.ts";
 import { formatReport, sloArm } from "./report.ts";
@@ -99,27 +93,7 @@ async function backboneLabels(source: FrameSource, frames: number, seed: number)
 }
 
 async function main(): Promise<number> {
-  const config = loadConfig(process.env);
-  const log = toolLogger({ ...config, logLevel: process.env.LOG_LEVEL ? config.logLevel : "warn" }, "bench");
-  const interrupt = catchInterrupts(log);
-  const teardown = new Teardown(say);
-  const t0 = performance.now();
-  try {
-    const kafkaService = await ensureKafka(config.kafkaBrokers, say);
-    teardown.push("stop the Kafka broker", () => kafkaService.stop());
-    const redis = await ensureRedis(config.redisUrl, say);
-    teardown.push("stop redis-server", () => redis.stop());
-    const ctx: BenchContext = {
-      config,
-      kafka: createKafka({ ...config, kafkaBrokers: kafkaService.address.split(",") }, log),
-      brokers: kafkaService.address,
-      redisUrl: redis.address,
-      source: await openFrameSource(FASHION_MNIST),
-      log,
-      say,
-      signal: interrupt.signal,
-      showProgress: !options.json && process.stderr.isTTY === true,
-    };
+  return runKafkaBench({ say, json: options.json }, async (ctx) => {
     const base = {
       repeat: 0,
       workers: 1,
@@ -188,16 +162,7 @@ async function main(): Promise<number> {
     }
     process.stdout.write(options.json ? JSON.stringify(report, null, 2) + "\n" : formatReport(report) + "\n");
     return 0;
-  } catch (err) {
-    if (interrupt.signal.aborted) return 130;
-    say(`failed: ${err instanceof Error ? err.message : String(err)}`);
-    return 1;
-  } finally {
-    if (interrupt.signal.aborted) say("interrupted: cleaning up");
-    await teardown.run();
-    interrupt.dispose();
-    say(`wall time ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-  }
+  });
 }
 
 process.exitCode = await main();
