@@ -12,7 +12,7 @@
  * trainer's gradient steps on replayed mini-batches go to the MLP
  * (`trainBatch`), each new example once to the memory (`remember`).
  */
-import { LayercacheError } from "../errors/index.ts";
+import { checkSingleRow, misuse } from "./head-base.ts";
 import { encodeEnsembleHead } from "./head-codec.ts";
 import type { HeadKernel } from "./head-kernel.ts";
 import type { ExitHead, HeadOptions, HeadShape } from "./head-types.ts";
@@ -27,10 +27,6 @@ export interface EnsembleShape {
   classes: number;
   memoryPerClass?: number;
   neighbours?: number;
-}
-
-function misuse(message: string, details: Record<string, number | string> = {}): never {
-  throw new LayercacheError("INTERNAL", message, { details });
 }
 
 export class EnsembleHead implements ExitHead {
@@ -87,12 +83,7 @@ export class EnsembleHead implements ExitHead {
   }
 
   predict(features: Float32Array, out: Float32Array): void {
-    if (features.length !== this.inputSize || out.length !== this.classes) {
-      misuse(`predict needs ${this.inputSize} features and ${this.classes} outputs`, {
-        features: features.length,
-        out: out.length,
-      });
-    }
+    checkSingleRow(features, out, this.inputSize, this.classes);
     this.predictBatch(features, 1, out);
   }
 

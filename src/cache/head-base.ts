@@ -20,7 +20,8 @@ import { parameterCount, resolveHeadOptions, shapeProblem } from "./head-types.t
 /** How far a soft-target row may sum away from 1 (float32 softmax rounding is ~1e-6). */
 const TARGET_SUM_TOLERANCE = 1e-3;
 
-function misuse(message: string, details: Record<string, number | string> = {}): never {
+/** A caller broke a head's contract: a bug, not bad input. */
+export function misuse(message: string, details: Record<string, number | string> = {}): never {
   throw new LayercacheError("INTERNAL", message, { details });
 }
 
@@ -71,12 +72,7 @@ export abstract class HeadBase implements ExitHead {
   protected abstract backpropagate(dLogits: Float64Array, gradient: Float64Array): void;
 
   predict(features: Float32Array, out: Float32Array): void {
-    if (features.length !== this.inputSize || out.length !== this.classes) {
-      misuse(`predict needs ${this.inputSize} features and ${this.classes} outputs`, {
-        features: features.length,
-        out: out.length,
-      });
-    }
+    checkSingleRow(features, out, this.inputSize, this.classes);
     this.predictRow(features, 0, out, 0);
   }
 
@@ -222,6 +218,21 @@ export abstract class HeadBase implements ExitHead {
 
   private checkTrainingBatch(features: Float32Array, targets: Float32Array, n: number): void {
     checkTrainingBatch(features, targets, n, this.inputSize, this.classes);
+  }
+}
+
+/** The argument checks of `predict` (one row), shared by every head kind. */
+export function checkSingleRow(
+  features: Float32Array,
+  out: Float32Array,
+  inputSize: number,
+  classes: number,
+): void {
+  if (features.length !== inputSize || out.length !== classes) {
+    misuse(`predict needs ${inputSize} features and ${classes} outputs`, {
+      features: features.length,
+      out: out.length,
+    });
   }
 }
 

@@ -36,8 +36,7 @@
  * the TypeScript loop (9-50x); the vote is O(entries) per query and stays
  * here, shared by both paths.
  */
-import { LayercacheError } from "../errors/index.ts";
-import { checkPredictionBatch, checkTrainingBatch } from "./head-base.ts";
+import { checkPredictionBatch, checkSingleRow, checkTrainingBatch, misuse } from "./head-base.ts";
 import type { MemoryState } from "./head-codec.ts";
 import { encodeMemoryHead } from "./head-codec.ts";
 import type { HeadKernel } from "./head-kernel.ts";
@@ -59,10 +58,6 @@ export interface NearestNeighbourShape {
   memoryPerClass?: number;
   /** Nearest examples that vote. */
   neighbours?: number;
-}
-
-function misuse(message: string, details: Record<string, number | string> = {}): never {
-  throw new LayercacheError("INTERNAL", message, { details });
 }
 
 /** One class's examples: a ring of `capacity` unit vectors, its storage grown as it fills. */
@@ -210,12 +205,7 @@ export class NearestNeighbourHead implements ExitHead {
   }
 
   predict(features: Float32Array, out: Float32Array): void {
-    if (features.length !== this.inputSize || out.length !== this.classes) {
-      misuse(`predict needs ${this.inputSize} features and ${this.classes} outputs`, {
-        features: features.length,
-        out: out.length,
-      });
-    }
+    checkSingleRow(features, out, this.inputSize, this.classes);
     this.predictBatch(features, 1, out);
   }
 

@@ -2,6 +2,7 @@
  * What integration tests need from the real services: clients bound to the
  * broker and Redis found by the global setup, unique names, and cleanup.
  */
+import { createTopicsReady } from "../../src/tools/run-topics.ts";
 import { randomBytes } from "node:crypto";
 import { Redis } from "ioredis";
 import { Kafka, logLevel } from "kafkajs";
@@ -30,10 +31,10 @@ export async function createTopics(
   topics: string[],
   numPartitions = 1,
 ): Promise<() => Promise<void>> {
-  await admin.createTopics({
-    topics: topics.map((topic) => ({ topic, numPartitions, replicationFactor: 1 })),
-    waitForLeaders: true,
-  });
+  await createTopicsReady(
+    admin,
+    topics.map((topic) => ({ topic, numPartitions })),
+  );
   return async () => {
     await admin.deleteTopics({ topics, timeout: 10_000 });
   };
