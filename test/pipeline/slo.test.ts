@@ -44,11 +44,24 @@ describe("SLO mode (worker in process)", () => {
           LAYERCACHE_SLO_PERIOD_MS: "100",
         }),
       );
+      // Watch the strictness while the frames go through: once the stream ends the load is
+      // light, and after a cool-down the controller starts back towards strict.
+      let lowest = 1;
+      let watching = true;
+      const watcher = (async () => {
+        while (watching) {
+          const level = metric(await scrape(port), "layercache_slo_strictness");
+          if (level !== undefined) lowest = Math.min(lowest, level);
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+      })();
       await committedToEnd(admin, topics.group, topics.frames);
+      watching = false;
+      await watcher;
+      expect(lowest).toBe(0);
+      // From 1 to 0 takes at least four steps down (at most 0.3 each).
       const samples = await scrape(port);
-      expect(metric(samples, "layercache_slo_strictness")).toBe(0);
-      expect(metric(samples, "layercache_slo_steps_total", { action: "down" })).toBeGreaterThanOrEqual(1);
-      expect(metric(samples, "layercache_slo_pressure")).toBeGreaterThan(1);
+      expect(metric(samples, "layercache_slo_steps_total", { action: "down" })).toBeGreaterThanOrEqual(4);
       await collector.caughtUp(admin);
       await worker.stop();
       await worker.done;
