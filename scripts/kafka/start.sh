@@ -46,7 +46,11 @@ num.io.threads=4
 PROPS
 
 if [[ ! -f "$KAFKA_DATA/meta.properties" ]]; then
-  cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+  # A base64url id; one that starts with "-" would read as an option (Kafka's own ids never do).
+  cluster_id="-"
+  while [[ "$cluster_id" == -* ]]; do
+    cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+  done
   log "formatting $KAFKA_DATA (cluster $cluster_id)"
   java -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool format \
     -t "$cluster_id" -c "$KAFKA_PROPS" >"$KAFKA_LOGS/format.log" 2>&1 ||
