@@ -56,6 +56,25 @@ export function exitThreshold(decision: ExitDecision, s: number): number | null 
   return lower + s * (upper - lower);
 }
 
+/**
+ * The checks of a batch handed to the cache: `frameSize` floats per frame,
+ * and one strictness per frame when there are any. A mismatch is a bug of the
+ * caller (INTERNAL), not bad input.
+ */
+export function checkBatch(
+  n: number,
+  input: Float32Array,
+  frameSize: number,
+  strictness: Float32Array | undefined,
+): void {
+  if (input.length !== n * frameSize) {
+    throw new LayercacheError("INTERNAL", `batch of ${n} frames with ${input.length} floats`);
+  }
+  if (strictness && strictness.length !== n) {
+    throw new LayercacheError("INTERNAL", `batch of ${n} frames with ${strictness.length} strictness values`);
+  }
+}
+
 /** A frame an exit was confident about, sent to the backbone by the shadow audit. */
 interface Audit {
   frame: number;
@@ -166,7 +185,7 @@ export class CacheEngine {
   private ranges(snap: CacheSnapshot, lenient = false): SpanRange[] {
     const cuts = this.options.cacheEnabled
       ? snap.decisions
-          .filter((d) => (d.open || (lenient && (d.floorThreshold ?? null) !== null)) && snap.heads[d.exit])
+          .filter((d) => exitThreshold(d, lenient ? 0 : STRICT) !== null && snap.heads[d.exit])
           .map((d) => this.backbone.manifest.exits[d.exit]!.afterSegment)
           .sort((a, b) => a - b)
       : [];
@@ -204,15 +223,7 @@ export class CacheEngine {
     strictness?: Float32Array,
   ): Promise<FrameOutcome[]> {
     const n = ids.length;
-    if (input.length !== n * this.frameSize) {
-      throw new LayercacheError("INTERNAL", `batch of ${n} frames with ${input.length} floats`);
-    }
-    if (strictness && strictness.length !== n) {
-      throw new LayercacheError(
-        "INTERNAL",
-        `batch of ${n} frames with ${strictness.length} strictness values`,
-      );
-    }
+    checkBatch(n, input, this.frameSize, strictness);
     if (!this.options.cacheEnabled) return this.backboneOnly(ids, input);
     const snap = this.snapshot;
     const anyOpen = this.options.cacheEnabled && snap.decisions.some((d) => d.open);
@@ -334,7 +345,8 @@ export class CacheEngine {
       if (threshold === null || conf < threshold || frame.heldOut || frame.audited) continue;
       if (this.audit.sample(exit, this.rng)) {
         frame.audited = true;
-        audits.push({ frame: f, exit, label: best, lenient: conf < (decision.threshold ?? Infinity) });
+        const strict = exitThreshold(decision, STRICT);
+        audits.push({ frame: f, exit, label: best, lenient: strict === null || conf < strict });
         continue;
       }
       Object.assign(frame, { label: best, confidence: conf, exit });

@@ -18,7 +18,7 @@ import { LayercacheError } from "../errors/index.ts";
 import type { SegmentedBackbone } from "../model/backbone.ts";
 import { ShadowAudit } from "./audit.ts";
 import type { CacheObserver, FrameOutcome } from "./engine.ts";
-import { BACKBONE_EXIT, CacheEngine, STRICT, exitThreshold } from "./engine.ts";
+import { BACKBONE_EXIT, CacheEngine, STRICT, checkBatch, exitThreshold } from "./engine.ts";
 import type { CacheOptions } from "./options.ts";
 import type { CacheSnapshot, CacheStateStore } from "./state.ts";
 import { MemoryStateStore, emptySnapshot } from "./state.ts";
@@ -203,15 +203,7 @@ export class OnlineCache {
     if (!exact) return this.engine.process(ids, input, strictness);
     const n = ids.length;
     const size = this.frameSize;
-    if (input.length !== n * size) {
-      throw new LayercacheError("INTERNAL", `batch of ${n} frames with ${input.length} floats`);
-    }
-    if (strictness && strictness.length !== n) {
-      throw new LayercacheError(
-        "INTERNAL",
-        `batch of ${n} frames with ${strictness.length} strictness values`,
-      );
-    }
+    checkBatch(n, input, size, strictness);
     const t0 = performance.now();
     const version = this.engine.version;
     const out: (FrameOutcome | undefined)[] = new Array<FrameOutcome | undefined>(n);
