@@ -10,6 +10,7 @@
  */
 import { NO_EARLY_EXIT } from "../cache/engine.ts";
 import type { Logger } from "../telemetry/logger.ts";
+import { LatencyHistogram } from "../tools/latency-histogram.ts";
 import type { Agreements, ControlStep, FrameHints, SloControllerInput } from "./controller.ts";
 import { StrictnessController, frameStrictness } from "./controller.ts";
 
@@ -26,15 +27,10 @@ export interface SloLoopOptions {
   log: Logger;
 }
 
-function p95(values: number[]): number | null {
-  if (values.length === 0) return null;
-  const sorted = values.slice().sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.ceil(0.95 * sorted.length) - 1)]!;
-}
-
 export class SloLoop {
   private readonly controller: StrictnessController | undefined;
-  private latencies: number[] = [];
+  /** This period's delivered latencies: bounded memory, p95 within 1%. */
+  private latencies = new LatencyHistogram();
   private periodStart = performance.now();
   private timer: NodeJS.Timeout | undefined;
 
@@ -64,7 +60,7 @@ export class SloLoop {
 
   /** A prediction was delivered, `endToEndMs` after its frame was produced. */
   delivered(endToEndMs: number): void {
-    if (this.controller) this.latencies.push(endToEndMs);
+    if (this.controller) this.latencies.add(endToEndMs);
   }
 
   forFrame(hints: FrameHints, nowMs: number): number {
@@ -79,11 +75,11 @@ export class SloLoop {
     const seconds = Math.max((now - this.periodStart) / 1000, 1e-3);
     const before = this.controller.strictness;
     const step = this.controller.update({
-      p95Ms: p95(this.latencies),
+      p95Ms: this.latencies.quantile(0.95) ?? null,
       lagFrames: this.options.lag(),
-      deliveredPerSecond: this.latencies.length / seconds,
+      deliveredPerSecond: this.latencies.count / seconds,
     });
-    this.latencies = [];
+    this.latencies = new LatencyHistogram();
     this.periodStart = now;
     if (step.strictness !== before) {
       this.options.log.info(
