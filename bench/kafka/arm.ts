@@ -93,6 +93,40 @@ export interface ArmRun {
 
 const interrupted = () => new Error("interrupted");
 
+/** Where one benchmark run's replicas read, write and share: topics, group and Redis prefix of its own. */
+export interface RunPlace {
+  /** Unique name of the run; its Redis key prefix. */
+  name: string;
+  topics: { frames: string; predictions: string; deadLetters: string };
+  group: string;
+}
+
+/**
+ * The environment of one `layercache worker` replica of a benchmark run: the
+ * configuration, with the run's broker, Redis, prefix, topics and group, any
+ * free metrics port (several replicas share one machine) and a log level that
+ * writes the "worker started" line readiness waits for; then `overrides`.
+ */
+export function benchReplicaEnv(
+  ctx: BenchContext,
+  run: RunPlace,
+  overrides: Partial<Record<FieldKey, string>>,
+): NodeJS.ProcessEnv {
+  const { config } = ctx;
+  return replicaEnv(config, {
+    kafkaBrokers: ctx.brokers,
+    redisUrl: ctx.redisUrl,
+    redisKeyPrefix: run.name,
+    framesTopic: run.topics.frames,
+    predictionsTopic: run.topics.predictions,
+    deadLetterTopic: run.topics.deadLetters,
+    groupId: run.group,
+    metricsPort: "0",
+    logLevel: ["trace", "debug", "info"].includes(config.logLevel) ? config.logLevel : "info",
+    ...overrides,
+  });
+}
+
 export async function runArm(ctx: BenchContext, plan: ArmPlan): Promise<ArmRun> {
   const teardown = new Teardown(ctx.say);
   try {
@@ -213,25 +247,14 @@ class Workers {
 
   /** Spawns the replicas and waits until each has loaded the model and joined the group. */
   async start(): Promise<void> {
-    const { config } = this.ctx;
     const logDir = join(ROOT, ".run", "bench-kafka", this.name);
     mkdirSync(logDir, { recursive: true });
+    const run = { name: this.name, topics: this.topics, group: this.group };
     for (let i = 1; i <= this.plan.workers; i++) {
-      const env = replicaEnv(config, {
-        kafkaBrokers: this.ctx.brokers,
-        redisUrl: this.ctx.redisUrl,
-        redisKeyPrefix: this.name,
-        framesTopic: this.topics.frames,
-        predictionsTopic: this.topics.predictions,
-        deadLetterTopic: this.topics.deadLetters,
-        groupId: this.group,
+      const env = benchReplicaEnv(this.ctx, run, {
         workerId: `${this.plan.arm}-${this.plan.repeat + 1}-w${i}`,
         cacheEnabled: String(this.plan.arm === "cacheOn"),
         intraOpThreads: String(this.plan.threads),
-        // Several replicas on one machine cannot share one metrics port.
-        metricsPort: "0",
-        // Readiness is the worker's "worker started" log line.
-        logLevel: ["trace", "debug", "info"].includes(config.logLevel) ? config.logLevel : "info",
         ...this.plan.overrides,
       });
       const replica = new WorkerReplica(`${this.name}-w${i}`, env, join(logDir, `worker-${i}.log`));

@@ -15,8 +15,9 @@ import { ROOT } from "../../src/tools/local-services.ts";
 import { runName } from "../../src/tools/names.ts";
 import { PredictionTail } from "../../src/tools/prediction-tail.ts";
 import { createRunTopics, dropRun } from "../../src/tools/run-topics.ts";
-import { WorkerReplica, describe, replicaEnv } from "../../src/tools/worker-replica.ts";
+import { WorkerReplica, describe } from "../../src/tools/worker-replica.ts";
 import type { BenchContext } from "../kafka/arm.ts";
+import { benchReplicaEnv } from "../kafka/arm.ts";
 import { deleteKeysUnder } from "../kafka/redis-keys.ts";
 import { Teardown } from "../kafka/teardown.ts";
 import { ReplicaLog } from "./replica-log.ts";
@@ -89,26 +90,11 @@ export class FleetRun {
 
   /** Starts replicas named `<name>-<id>` (their worker ids are `id`) and waits until all have joined. */
   async start(...ids: string[]): Promise<void> {
-    const { config } = this.ctx;
     const logDir = join(ROOT, ".run", "bench-sharing", this.name);
     mkdirSync(logDir, { recursive: true });
+    const run = { name: this.name, topics: this.topics, group: this.group };
     const started = ids.map((id) => {
-      const env = replicaEnv(config, {
-        kafkaBrokers: this.ctx.brokers,
-        redisUrl: this.ctx.redisUrl,
-        redisKeyPrefix: this.name,
-        framesTopic: this.topics.frames,
-        predictionsTopic: this.topics.predictions,
-        deadLetterTopic: this.topics.deadLetters,
-        groupId: this.group,
-        workerId: id,
-        cacheEnabled: "true",
-        sharing: "true",
-        // Several replicas on one machine cannot share one metrics port.
-        metricsPort: "0",
-        // Readiness is the worker's "worker started" log line.
-        logLevel: ["trace", "debug", "info"].includes(config.logLevel) ? config.logLevel : "info",
-      });
+      const env = benchReplicaEnv(this.ctx, run, { workerId: id, cacheEnabled: "true", sharing: "true" });
       const replica = new WorkerReplica(`${this.name}-${id}`, env, join(logDir, `${id}.log`));
       this.replicas.push(replica);
       return replica;
