@@ -6,8 +6,9 @@
 import { afterAll, describe, expect, it } from "vitest";
 import { KernelPool } from "../../src/cache/head-kernel.ts";
 import type { ExitHead, HeadBase } from "../../src/cache/heads.ts";
-import { MlpHead, SoftmaxRegression, headFromBytes, softmaxWithTemperature } from "../../src/cache/heads.ts";
+import { MlpHead, SoftmaxRegression, headFromBytes } from "../../src/cache/heads.ts";
 import { SeededRandom } from "../../src/cache/random.ts";
+import { softTargets } from "../helpers/random-data.ts";
 
 const kernels = new KernelPool();
 afterAll(() => kernels.release());
@@ -20,13 +21,7 @@ function batch(rng: SeededRandom, n: number, d: number, classes: number) {
     const offset = 50 * rng.uniform();
     for (let r = 0; r < n; r++) features[r * d + i] = offset + scale * rng.gaussian();
   }
-  const targets = new Float32Array(n * classes);
-  const logits = new Float32Array(classes);
-  for (let r = 0; r < n; r++) {
-    for (let c = 0; c < classes; c++) logits[c] = 2 * rng.gaussian();
-    softmaxWithTemperature(logits, 1, targets.subarray(r * classes, (r + 1) * classes));
-  }
-  return { features, targets };
+  return { features, targets: softTargets(rng, n, classes) };
 }
 
 function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {

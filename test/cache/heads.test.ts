@@ -14,6 +14,7 @@ import { argmax } from "../../src/cache/head-math.ts";
 import { SeededRandom } from "../../src/cache/random.ts";
 import type { ErrorCode } from "../../src/errors/index.ts";
 import { thrownBy } from "../helpers/errors.ts";
+import { softTargets } from "../helpers/random-data.ts";
 
 function codeOf(fn: () => unknown): ErrorCode {
   return thrownBy(fn).code;
@@ -26,17 +27,6 @@ function badlyScaledFeatures(rng: SeededRandom, n: number, size: number): Float3
     const scale = 10 ** (4 * rng.uniform() - 2);
     const offset = 100 * rng.uniform();
     for (let r = 0; r < n; r++) out[r * size + i] = offset + scale * rng.gaussian();
-  }
-  return out;
-}
-
-/** n random distributions over `classes` (softmax of N(0, 2²) logits). */
-function softTargets(rng: SeededRandom, n: number, classes: number): Float32Array {
-  const out = new Float32Array(n * classes);
-  const logits = new Float32Array(classes);
-  for (let r = 0; r < n; r++) {
-    for (let c = 0; c < classes; c++) logits[c] = 2 * rng.gaussian();
-    softmaxWithTemperature(logits, 1, out.subarray(r * classes, (r + 1) * classes));
   }
   return out;
 }

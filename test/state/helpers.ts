@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { inject } from "vitest";
 import type { ExitHead } from "../../src/cache/heads.ts";
-import { createHead, softmaxWithTemperature } from "../../src/cache/heads.ts";
+import { createHead } from "../../src/cache/heads.ts";
 import type { ExitDecision } from "../../src/cache/planner.ts";
 import { SeededRandom } from "../../src/cache/random.ts";
 import type { CacheSnapshot } from "../../src/cache/state.ts";
@@ -22,6 +22,7 @@ import { StateConnection } from "../../src/state/redis-connection.ts";
 import type { Logger } from "../../src/telemetry/logger.ts";
 import { createLogger } from "../../src/telemetry/logger.ts";
 import { deleteKeys, testRedis, uniqueName } from "../helpers/services.ts";
+import { softTargets } from "../helpers/random-data.ts";
 import { tcpAnswers } from "../../src/tools/local-services.ts";
 
 /** Three exits with 6, 10 and 14 pooled features, 4 classes. */
@@ -78,16 +79,6 @@ function randomRows(rng: SeededRandom, n: number, size: number): Float32Array {
   return out;
 }
 
-function randomTargets(rng: SeededRandom, n: number, classes: number): Float32Array {
-  const out = new Float32Array(n * classes);
-  const logits = new Float32Array(classes);
-  for (let r = 0; r < n; r++) {
-    for (let c = 0; c < classes; c++) logits[c] = 2 * rng.gaussian();
-    softmaxWithTemperature(logits, 1, out.subarray(r * classes, (r + 1) * classes));
-  }
-  return out;
-}
-
 /**
  * One head per exit of `layout` (the last one left out when `missingLast`),
  * MLPs and softmax regressions alternating, each trained a few steps on
@@ -104,7 +95,7 @@ export function trainedHeads(layout = LAYOUT, seed = 1, missingLast = false): (E
       rng,
     );
     for (let step = 0; step < 3; step++) {
-      head.trainBatch(randomRows(rng, 16, size), randomTargets(rng, 16, layout.classes), 16);
+      head.trainBatch(randomRows(rng, 16, size), softTargets(rng, 16, layout.classes), 16);
     }
     return head;
   });
