@@ -11,8 +11,7 @@ import type { ExitHead } from "../../src/cache/heads.ts";
 import type { ExitDecision } from "../../src/cache/planner.ts";
 import type { CacheSnapshot } from "../../src/cache/state.ts";
 import { SegmentedBackbone } from "../../src/model/backbone.ts";
-import { Preprocessor } from "../../src/model/preprocess.ts";
-import { MODEL_DIR, testSplit } from "../helpers/model.ts";
+import { MODEL_DIR, firstTestBatch } from "../helpers/model.ts";
 
 /**
  * A stand-in head for exercising the engine's routing, not learning: it
@@ -63,8 +62,7 @@ describe("CacheEngine", () => {
 
   beforeAll(async () => {
     model = await SegmentedBackbone.load(MODEL_DIR, { intraOpThreads: 2 });
-    const pre = new Preprocessor(model.manifest.input);
-    input = pre.normalise((await testSplit()).images.subarray(0, n * pre.frameSize), n);
+    input = await firstTestBatch(model, n);
   });
   afterAll(async () => model?.close());
 
