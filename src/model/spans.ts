@@ -10,15 +10,17 @@
  * files) are inlined so the session can be built from memory. Its outputs are
  * the pooled features of every exit inside the span (`exit<e>`, so that frames
  * that end at the backbone still teach every head) and the last segment's
- * activation or logits, under the manifest's names.
+ * activation or logits, under the manifest's names. Features pooled the
+ * exporter's way are rebuilt from the activation in six nodes (poolingNodes)
+ * instead of the exporter's traced slicing.
  */
 import onnxProto from "onnx-proto";
 import type { onnx } from "onnx-proto";
 import { LayercacheError } from "../errors/index.ts";
-import type { Manifest } from "./manifest.ts";
+import type { ExitSpec, Manifest } from "./manifest.ts";
 import { ACTIVATION, LOGITS } from "./manifest.ts";
 
-const { ModelProto, TensorProto } = onnxProto.onnx;
+const { AttributeProto, ModelProto, TensorProto } = onnxProto.onnx;
 
 /** Name of the output carrying exit `e`'s pooled features in a span graph. */
 export const spanFeatureName = (exit: number): string => `exit${exit}`;
@@ -81,7 +83,16 @@ export function buildSpan(
       if (name === spec.input.name) return s === first ? name : previousActivation;
       return prefix + name;
     };
+    const exit = manifest.exits.findIndex((e) => e.afterSegment === s);
+    const final = s === manifest.segments.length - 1 ? LOGITS : ACTIVATION;
+    const out = (name: string) =>
+      (graph.output ?? []).find((o) => o.name === name) ?? invalid(`${spec.file}: no output "${name}"`);
+    // Features we know how to pool are rebuilt from the activation (see
+    // poolingNodes); the exporter's own pooling nodes are then dead and go.
+    const pooling = exit >= 0 ? fastPooling(manifest.exits[exit]!) : null;
+    const keep = pooling ? neededFor(graph, [out(final).name!]) : null;
     for (const node of graph.node ?? []) {
+      if (keep && !keep.has(node)) continue;
       if (node.attribute?.some((a) => a.g || (a.graphs && a.graphs.length > 0))) {
         invalid(`${spec.file}: node "${node.name}" has a subgraph; spans cannot fuse it`);
       }
@@ -90,7 +101,9 @@ export function buildSpan(
       node.output = (node.output ?? []).map(rename);
       nodes.push(node);
     }
+    const used = new Set(nodes.flatMap((n) => n.input ?? []));
     for (const tensor of graph.initializer ?? []) {
+      if (keep && !used.has(rename(tensor.name ?? ""))) continue;
       inlineWeights(tensor, weights, spec.file);
       tensor.name = rename(tensor.name ?? "");
       initializers.push(tensor);
@@ -103,22 +116,21 @@ export function buildSpan(
       graphInput = (graph.input ?? []).find((i) => i.name === spec.input.name);
       if (!graphInput) invalid(`${spec.file}: no graph input named "${spec.input.name}"`);
     }
-    const out = (name: string) =>
-      (graph.output ?? []).find((o) => o.name === name) ?? invalid(`${spec.file}: no output "${name}"`);
-    const exit = manifest.exits.findIndex((e) => e.afterSegment === s);
     if (exit >= 0) {
       const info = out(manifest.exits[exit]!.feature);
-      const renamed = rename(info.name!);
-      // An Identity gives the feature output a stable, exit-numbered name.
-      nodes.push({
-        opType: "Identity",
-        name: `${prefix}exit`,
-        input: [renamed],
-        output: [spanFeatureName(exit)],
-      });
+      if (pooling) {
+        nodes.push(...poolingNodes(prefix, rename(out(final).name!), pooling, spanFeatureName(exit)));
+      } else {
+        // An Identity gives the feature output a stable, exit-numbered name.
+        nodes.push({
+          opType: "Identity",
+          name: `${prefix}exit`,
+          input: [rename(info.name!)],
+          output: [spanFeatureName(exit)],
+        });
+      }
       outputs.push({ ...info, name: spanFeatureName(exit) });
     }
-    const final = s === manifest.segments.length - 1 ? LOGITS : ACTIVATION;
     previousActivation = rename(out(final).name!);
     if (s === last) {
       nodes.push({ opType: "Identity", name: `${prefix}out`, input: [previousActivation], output: [final] });
@@ -141,4 +153,91 @@ export function buildSpan(
     graph,
   };
   return ModelProto.encode(ModelProto.create(model)).finish();
+}
+
+/** The pooling tools/backbone/export.py writes: global average, then the four quadrants' averages. */
+const GLOBAL_AND_QUADRANTS = "global-average+2x2-average";
+
+/** Window of the quadrant pooling for an activation of H x W: see poolingNodes. */
+interface QuadrantPooling {
+  kernel: [number, number];
+  strides: [number, number];
+}
+
+/**
+ * Whether an exit's features can be rebuilt by poolingNodes: the manifest's
+ * pooling is the exporter's, over a [C, H, W] activation at least 2 x 2.
+ */
+function fastPooling(exit: ExitSpec): QuadrantPooling | null {
+  const [, h, w] = exit.activation;
+  if (exit.pooling !== GLOBAL_AND_QUADRANTS || exit.activation.length !== 3 || !(h! >= 2 && w! >= 2)) {
+    return null;
+  }
+  return {
+    kernel: [Math.ceil(h! / 2), Math.ceil(w! / 2)],
+    strides: [Math.floor(h! / 2), Math.floor(w! / 2)],
+  };
+}
+
+/**
+ * The exit features in six nodes. The exporter traced the pooling from
+ * PyTorch slicing, which leaves some sixty small shape-arithmetic, Slice and
+ * ReduceMean nodes per exit; at batch 1 they cost about a fifth of the whole
+ * network's time. The same numbers come from one GlobalAveragePool and one
+ * AveragePool whose window is ceil(H/2) and stride floor(H/2): its two
+ * windows per axis are [0, ceil(H/2)) and [floor(H/2), H), the quadrants
+ * adaptive pooling takes. A Transpose puts them in the exporter's order:
+ * the global averages of all channels, then each quadrant's (top-left,
+ * top-right, bottom-left, bottom-right) for all channels.
+ */
+function poolingNodes(
+  prefix: string,
+  act: string,
+  pooling: QuadrantPooling,
+  output: string,
+): onnx.INodeProto[] {
+  const ints = (name: string, values: number[]): onnx.IAttributeProto => ({
+    name,
+    type: AttributeProto.AttributeType.INTS,
+    ints: values,
+  });
+  const int = (name: string, value: number): onnx.IAttributeProto => ({
+    name,
+    type: AttributeProto.AttributeType.INT,
+    i: value,
+  });
+  const t = (name: string) => `${prefix}pool/${name}`;
+  const node = (opType: string, input: string[], out: string, attribute: onnx.IAttributeProto[] = []) => ({
+    opType,
+    name: out,
+    input,
+    output: [out],
+    attribute,
+  });
+  return [
+    node("GlobalAveragePool", [act], t("global4d")),
+    node("Flatten", [t("global4d")], t("global"), [int("axis", 1)]),
+    node("AveragePool", [act], t("quadrants4d"), [
+      ints("kernel_shape", pooling.kernel),
+      ints("strides", pooling.strides),
+    ]),
+    node("Transpose", [t("quadrants4d")], t("quadrantsLast"), [ints("perm", [0, 2, 3, 1])]),
+    node("Flatten", [t("quadrantsLast")], t("quadrants"), [int("axis", 1)]),
+    node("Concat", [t("global"), t("quadrants")], output, [int("axis", 1)]),
+  ];
+}
+
+/** The nodes of a graph that the named outputs depend on. */
+function neededFor(graph: onnx.IGraphProto, outputs: readonly string[]): Set<onnx.INodeProto> {
+  const producer = new Map<string, onnx.INodeProto>();
+  for (const node of graph.node ?? []) for (const o of node.output ?? []) producer.set(o, node);
+  const needed = new Set<onnx.INodeProto>();
+  const pending = [...outputs];
+  while (pending.length > 0) {
+    const node = producer.get(pending.pop()!);
+    if (!node || needed.has(node)) continue;
+    needed.add(node);
+    pending.push(...(node.input ?? []));
+  }
+  return needed;
 }

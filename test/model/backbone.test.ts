@@ -3,9 +3,24 @@
  * ONNX file, on real Fashion-MNIST test images.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import onnxProto from "onnx-proto";
 import { SegmentedBackbone } from "../../src/model/backbone.ts";
+import type { Manifest } from "../../src/model/manifest.ts";
+import { buildSpan } from "../../src/model/spans.ts";
 import { Preprocessor } from "../../src/model/preprocess.ts";
 import { MODEL_DIR, argmax, testSplit } from "../helpers/model.ts";
+
+const { ModelProto } = onnxProto.onnx;
+
+/** The segment files and the weights file of the bundled model, as the span builder reads them. */
+async function modelFiles(manifest: Manifest): Promise<{ segments: Uint8Array[]; weights: Uint8Array }> {
+  return {
+    segments: await Promise.all(manifest.segments.map((s) => readFile(join(MODEL_DIR, s.file)))),
+    weights: await readFile(join(MODEL_DIR, manifest.weights!)),
+  };
+}
 
 describe("SegmentedBackbone", () => {
   let model: SegmentedBackbone;
@@ -64,6 +79,18 @@ describe("SegmentedBackbone", () => {
     for (const span of [a, b, c]) {
       for (const [exit, f] of span.features) expect(worst(f, chain.features.get(exit)!)).toBeLessThan(1e-5);
     }
+  });
+
+  it("pools a span's exit features in a handful of nodes instead of the exporter's sliced ones", async () => {
+    const { segments, weights } = await modelFiles(model.manifest);
+    const fused = ModelProto.decode(buildSpan(model.manifest, segments, weights, { first: 0, last: 2 }));
+    const ops = (fused.graph?.node ?? []).map((n) => n.opType);
+    // Segment files pool with Slice/ReduceMean chains; the span does not carry them over.
+    const sliced = ModelProto.decode(segments[0]!).graph!.node!.filter((n) => n.opType === "Slice");
+    expect(sliced.length).toBeGreaterThan(0);
+    expect(ops.filter((op) => op === "Slice" || op === "ReduceMean")).toEqual([]);
+    expect(ops.filter((op) => op === "AveragePool")).toHaveLength(3);
+    expect(ops.filter((op) => op === "GlobalAveragePool")).toHaveLength(3);
   });
 
   it("reproduces the manifest's test accuracy over all 10,000 test images", async () => {
