@@ -35,7 +35,7 @@ import { WorkerReplica, describe, replicaEnv } from "../../src/tools/worker-repl
 import type { Progress } from "../lib/progress.ts";
 import { progress } from "../lib/progress.ts";
 import { FrameLog } from "./frame-log.ts";
-import { deleteKeysUnder } from "./redis-keys.ts";
+import { deleteKeysUnder } from "../../src/tools/redis-keys.ts";
 import { Teardown } from "./teardown.ts";
 
 /** Loading the model and joining the group, on a busy 2-core machine. */

@@ -18,7 +18,7 @@ import { createRunTopics, dropRun } from "../../src/tools/run-topics.ts";
 import { WorkerReplica, describe } from "../../src/tools/worker-replica.ts";
 import type { BenchContext } from "../kafka/arm.ts";
 import { benchReplicaEnv } from "../kafka/arm.ts";
-import { deleteKeysUnder } from "../kafka/redis-keys.ts";
+import { deleteKeysUnder } from "../../src/tools/redis-keys.ts";
 import { Teardown } from "../kafka/teardown.ts";
 import { ReplicaLog } from "./replica-log.ts";
 

@@ -5,8 +5,9 @@
  * starts worker replicas as child processes in one consumer group, produces
  * the Fashion-MNIST test split, follows the predictions live until every
  * frame id has been answered, prints the summary, and stops what it started:
- * workers (SIGTERM, waiting for their ordered shutdown), the run's topics and
- * groups, and Redis and the broker if it started them. Ctrl-C takes the same
+ * workers (SIGTERM, waiting for their ordered shutdown), the run's topics,
+ * groups and shared cache state (under a Redis key prefix of its own, so every
+ * run starts cold), and Redis and the broker if it started them. Ctrl-C takes the same
  * way out.
  */
 import { mkdirSync } from "node:fs";
@@ -21,6 +22,7 @@ import { FASHION_MNIST, openFrameSource } from "../tools/frame-source.ts";
 import { produceFrames } from "../tools/frame-producer.ts";
 import { ROOT, ensureKafka, ensureRedis } from "../tools/local-services.ts";
 import { runName } from "../tools/names.ts";
+import { deleteKeysUnder } from "../tools/redis-keys.ts";
 import { FRAMES_PARTITIONS, createRunTopics, dropRun } from "../tools/run-topics.ts";
 import { PredictionTail } from "../tools/prediction-tail.ts";
 import { startProgress } from "../tools/progress.ts";
@@ -55,7 +57,10 @@ export function addDemoOptions(cmd: Command): Command {
     .option("--workers <n>", "worker replicas (default 2)")
     .option("--rate <n>", "frames per second (default: as fast as the broker takes them)")
     .option("--timeout <seconds>", "longest wait for all predictions (default 600)")
-    .option("--keep-topics", "leave the run's topics on the broker (default: deleted at the end)");
+    .option(
+      "--keep-topics",
+      "leave the run's topics on the broker and its cache state in Redis (default: deleted at the end)",
+    );
 }
 
 /** Runs the demo; resolves with the process exit code. */
@@ -134,10 +139,16 @@ async function demo(config: Config, options: DemoOptions, ctx: DemoContext): Pro
       { cause: err },
     );
   }
+  // The run's own cache state: it starts cold, whatever earlier runs left in Redis.
+  const keyPrefix = `${config.redisKeyPrefix}:${run}`;
   if (!options.keepTopics) {
     cleanup.push({
       what: "delete the run's topics",
       run: () => dropRun(admin, topics, group),
+    });
+    cleanup.push({
+      what: "delete the run's cache state in Redis",
+      run: async () => void (await deleteKeysUnder(redis.address, keyPrefix)),
     });
   }
   say(
@@ -182,6 +193,7 @@ async function demo(config: Config, options: DemoOptions, ctx: DemoContext): Pro
       predictionsTopic: topics.predictions,
       deadLetterTopic: topics.deadLetters,
       groupId: group,
+      redisKeyPrefix: keyPrefix,
       workerId: name,
       // Several replicas on one machine cannot share one metrics port.
       metricsPort: "0",

@@ -1,7 +1,7 @@
 /**
- * Removes the Redis keys an arm's workers may have written under its own key
- * prefix (LAYERCACHE_REDIS_PREFIX, unique per arm so that every arm starts
- * from a cold cache and none shares heads with another).
+ * Removes the Redis keys a run's workers may have written under its own key
+ * prefix (LAYERCACHE_REDIS_PREFIX, unique per demo run or bench arm, so that
+ * each starts from a cold cache and none shares heads with another).
  */
 import { Redis } from "ioredis";
 
