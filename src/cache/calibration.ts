@@ -8,19 +8,57 @@
  *
  * Thresholds are tested in a fixed order, from strict to lenient, stopping at
  * the first that fails (fixed-sequence testing), so picking the lowest passing
- * threshold needs no multiple-testing correction.
+ * threshold needs no multiple-testing correction. The candidates are indexed
+ * by count, not by confidence: the k-th candidate takes the n_k most confident
+ * frames, where n_k is the fewest frames that can prove the target with k
+ * disagreements (299, 473, 628, 773, ... for 0.99 at 95% with
+ * Clopper-Pearson). Each test is thus the first at which one more
+ * disagreement can be afforded: an isolated disagreement between two
+ * candidates does not end the scan, and a cluster of near-equal confidences
+ * (heads put hundreds of frames above 0.998) cannot make the first test jump
+ * past the frames that would have passed it.
  */
 import type { BoundMethod } from "./bounds.ts";
 import { lowerBound, minTrialsToProve } from "./bounds.ts";
 
-/** Candidate thresholds, strictest first. */
-export const THRESHOLD_GRID: readonly number[] = (() => {
-  const grid = [0.99999, 0.9999, 0.9995];
-  for (let t = 0.999; t > 0.9895; t -= 0.001) grid.push(t);
-  for (let t = 0.988; t > 0.9495; t -= 0.002) grid.push(t);
-  for (let t = 0.94; t >= 0.295; t -= 0.01) grid.push(t);
-  return grid.map((t) => Math.round(t * 1e5) / 1e5);
-})();
+/**
+ * n_0 < n_1 < ...: n_k is the fewest trials with k failures whose lower
+ * bound reaches `target`, up to `max` trials. Memoised per setting: the
+ * planner asks for the same list at every exit of every publish.
+ */
+export function provingCounts(
+  target: number,
+  confidence: number,
+  method: BoundMethod,
+  max: number,
+): number[] {
+  const key = `${target}/${confidence}/${method}`;
+  let counts = countCache.get(key);
+  if (!counts) {
+    counts = [minTrialsToProve(target, confidence, method)];
+    countCache.set(key, counts);
+  }
+  const proves = (n: number, k: number) => lowerBound(method, n - k, n, confidence) >= target;
+  while (counts[counts.length - 1]! < max) {
+    const k = counts.length;
+    // With k failures the bound rises with n: double past n_{k-1}, then bisect.
+    let lo = counts[k - 1]!;
+    let hi = lo + 1;
+    while (!proves(hi, k)) {
+      lo = hi;
+      hi = hi * 2;
+    }
+    while (hi - lo > 1) {
+      const mid = Math.floor((lo + hi) / 2);
+      if (proves(mid, k)) hi = mid;
+      else lo = mid;
+    }
+    counts.push(hi);
+  }
+  return counts.filter((n) => n <= max);
+}
+
+const countCache = new Map<string, number[]>();
 
 /** Held-out frames: features at every exit and the backbone's label. */
 export class CalibrationSet {
@@ -90,7 +128,6 @@ export function calibrateExit(
   labels: Int32Array,
   reaching: Uint8Array,
   target: CalibrationTarget,
-  grid: readonly number[] = THRESHOLD_GRID,
 ): CalibrationOutcome {
   const { targetAgreement, confidenceLevel, boundMethod } = target;
   const order: number[] = [];
@@ -105,16 +142,17 @@ export function calibrateExit(
     lowerBound: 0,
     minFrames,
   };
+  const confidence = (rank: number) => scores.confidence[order[rank]!]!;
   let n = 0;
   let k = 0;
-  for (const t of grid) {
-    while (n < order.length && scores.confidence[order[n]!]! >= t) {
+  for (const count of provingCounts(targetAgreement, confidenceLevel, boundMethod, order.length)) {
+    // The candidate threshold is the count-th confidence; frames tied with it come along.
+    const t = confidence(count - 1);
+    while (n < order.length && confidence(n) >= t) {
       const f = order[n]!;
       if (scores.label[f] === labels[f]) k++;
       n++;
     }
-    // Too few frames above t to prove anything yet: not a test, move on.
-    if (n < minFrames) continue;
     const lb = lowerBound(boundMethod, k, n, confidenceLevel);
     if (lb < targetAgreement) {
       if (outcome.threshold === undefined) outcome.lowerBound = lb;

@@ -138,6 +138,8 @@ export interface EngineOptions {
   cacheEnabled: boolean;
   calibrationRate: number;
   warmupCalibrationRate: number;
+  /** The warm-up share holds until the last calibration had this many held-out frames. */
+  warmupCalibrationFrames: number;
   seed: number;
   /** onnxruntime kernels for the heads; without them heads answer in TypeScript. */
   kernels?: KernelPool;
@@ -226,8 +228,7 @@ export class CacheEngine {
     checkBatch(n, input, this.frameSize, strictness);
     if (!this.options.cacheEnabled) return this.backboneOnly(ids, input);
     const snap = this.snapshot;
-    const anyOpen = this.options.cacheEnabled && snap.decisions.some((d) => d.open);
-    const heldOutRate = anyOpen ? this.options.calibrationRate : this.options.warmupCalibrationRate;
+    const heldOutRate = this.heldOutRate(snap);
     const out: FrameOutcome[] = ids.map((id) => ({
       id,
       label: -1,
@@ -281,6 +282,18 @@ export class CacheEngine {
       if (active.length === 0) break;
     }
     return out;
+  }
+
+  /**
+   * The warm-up share while no exit is open or the snapshot's calibration had
+   * too few held-out frames (every exit with a head was calibrated on all of
+   * them: exit 0 reaches them all), the steady share after.
+   */
+  private heldOutRate(snap: CacheSnapshot): number {
+    const { calibrationRate, warmupCalibrationRate, warmupCalibrationFrames } = this.options;
+    const anyOpen = snap.decisions.some((d) => d.open);
+    const evidence = Math.max(0, ...snap.decisions.map((d) => d.calibration?.reached ?? 0));
+    return anyOpen && evidence >= warmupCalibrationFrames ? calibrationRate : warmupCalibrationRate;
   }
 
   /**

@@ -140,6 +140,7 @@ export class OnlineCache {
       cacheEnabled,
       calibrationRate: options.calibrationRate,
       warmupCalibrationRate: options.warmupCalibrationRate,
+      warmupCalibrationFrames: options.warmupCalibrationFrames,
       seed: options.seed,
       kernels: this.kernels,
     });

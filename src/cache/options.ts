@@ -64,6 +64,15 @@ export const cacheOptionsSchema = z.strictObject({
    */
   calibrationRate: z.number().min(0).max(1).default(0.1),
   warmupCalibrationRate: z.number().min(0).max(1).default(0.5),
+  /**
+   * Evidence first: the warm-up share also holds while the last calibration
+   * had fewer held-out frames than this, open exits or not. One proven exit
+   * seldom needs more than a few hundred, but the exits after it only see the
+   * frames it leaves, so at the steady share the rest would wait thousands of
+   * frames for theirs (docs/cache.md). Also after a drift alarm, which drops
+   * the evidence. 0 turns it off.
+   */
+  warmupCalibrationFrames: z.number().int().min(0).max(100_000).default(1000),
   /** Held-out frames kept for calibration (newest win). */
   calibrationCapacity: z.number().int().min(100).max(100_000).default(5000),
   /** Re-calibrate (and publish a new heads version) after this many frames observed. */

@@ -109,6 +109,7 @@ describe("CacheEngine with per-frame strictness", () => {
       cacheEnabled: true,
       calibrationRate: 0,
       warmupCalibrationRate: 0,
+      warmupCalibrationFrames: 0,
       seed: 5,
     });
   const exits = (out: { exit: number }[]) => out.map((o) => o.exit);

@@ -96,6 +96,7 @@ describe("CacheEngine", () => {
       cacheEnabled: options.enabled ?? true,
       calibrationRate: options.heldOut ?? 0,
       warmupCalibrationRate: options.heldOut ?? 0,
+      warmupCalibrationFrames: 0,
       seed: 3,
     });
 
@@ -160,6 +161,7 @@ describe("CacheEngine", () => {
       cacheEnabled: true,
       calibrationRate: 0,
       warmupCalibrationRate: 0,
+      warmupCalibrationFrames: 0,
       seed: 1,
     });
     await e.process(ids, input);
@@ -176,12 +178,41 @@ describe("CacheEngine", () => {
       cacheEnabled: true,
       calibrationRate: 0,
       warmupCalibrationRate: 0,
+      warmupCalibrationFrames: 0,
       seed: 1,
     });
     const out = await e.process(ids, input);
     expect(out.every((o) => o.audited && o.exit === BACKBONE_EXIT)).toBe(true);
     const agreeing = out.filter((o) => o.label === 9).length;
     expect(audit.totals[0]).toEqual({ audited: n, agreed: agreeing });
+  });
+
+  it("holds out the warm-up share until the snapshot's calibration had enough frames, then the steady one", async () => {
+    // Exit 4 is open; the snapshot says how many held-out frames its calibration saw.
+    const withEvidence = (reached: number): CacheSnapshot => {
+      const snap = snapshot({ 4: { label: 5, confidence: 0.99, threshold: 0.9 } });
+      const calibration = { threshold: 0.9, reached, accepted: 0, agreed: 0, lowerBound: 0, minFrames: 299 };
+      return { ...snap, decisions: snap.decisions.map((d) => ({ ...d, calibration })) };
+    };
+    const heldOutShare = async (reached: number) => {
+      const e = new CacheEngine(
+        model,
+        withEvidence(reached),
+        new ShadowAudit(model.exitCount, 0, 50, 0.99, 0.01),
+        sink,
+        {
+          cacheEnabled: true,
+          calibrationRate: 0,
+          warmupCalibrationRate: 1,
+          warmupCalibrationFrames: 1000,
+          seed: 5,
+        },
+      );
+      const out = await e.process(ids, input);
+      return out.filter((o) => o.heldOut).length / n;
+    };
+    expect(await heldOutShare(999)).toBe(1);
+    expect(await heldOutShare(1000)).toBe(0);
   });
 
   it("ignores every exit when the cache is disabled", async () => {

@@ -88,14 +88,17 @@ describe("OnlineCache", () => {
     // A 5% audit (default 2%) gathers evidence faster, and softmax heads with
     // a thinner calibration share open exits sooner, so the stream can be
     // short; the mechanism under test (audit, alarm, closing) is the same.
+    // With this seed exit 3 is open when the drift begins: the late exits
+    // follow the backbone on rotated frames too, and leave nothing to catch.
     const cache = await OnlineCache.create(
       model,
       cacheOptions({
-        seed: 9,
+        seed: 3,
         auditRate: 0.05,
         headKind: "softmax",
         calibrationRate: 0.03,
         warmupCalibrationRate: 0.3,
+        warmupCalibrationFrames: 0,
         calibrationCapacity: 3000,
         stepsPerExample: 0.25,
         publishEvery: 100,
