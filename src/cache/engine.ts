@@ -168,6 +168,14 @@ export class CacheEngine {
     backbone.prepareSpans(this.ranges(snapshot));
   }
 
+  /**
+   * Under overload (SLO mode, docs/slo.md) evidence gathering yields to
+   * answering: while set, no frame is held out for calibration once an exit
+   * is open, since each would run the whole backbone. While none is open every
+   * frame runs it anyway, and holding out stays free.
+   */
+  yielding = false;
+
   /** Swaps in a newer snapshot; takes effect from the next batch. */
   adopt(snapshot: CacheSnapshot): void {
     if (snapshot.modelId !== this.backbone.manifest.modelId) {
@@ -292,6 +300,7 @@ export class CacheEngine {
   private heldOutRate(snap: CacheSnapshot): number {
     const { calibrationRate, warmupCalibrationRate, warmupCalibrationFrames } = this.options;
     const anyOpen = snap.decisions.some((d) => d.open);
+    if (anyOpen && this.yielding) return 0;
     const evidence = Math.max(0, ...snap.decisions.map((d) => d.calibration?.reached ?? 0));
     return anyOpen && evidence >= warmupCalibrationFrames ? calibrationRate : warmupCalibrationRate;
   }

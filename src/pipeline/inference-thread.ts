@@ -42,7 +42,8 @@ const IDLE_STEP_MS = 250;
  * Under overload (SLO mode answering every frame of a batch below strict,
  * docs/slo.md) learning yields to answering: it runs after one batch in this
  * many, and the training steps of the batches in between are dropped, not
- * paid back later in a burst.
+ * paid back later in a burst. Only those batches hold out frames for
+ * calibration, too (each would run the whole backbone).
  */
 const LEARN_EVERY_UNDER_LOAD = 4;
 
@@ -205,6 +206,12 @@ class InferenceServer {
     strictness: Float32Array | undefined,
   ): Promise<void> {
     const { cache, pre } = this.loaded;
+    // Under overload learning and evidence gathering yield to answering,
+    // except after one batch in LEARN_EVERY_UNDER_LOAD.
+    const overloaded = strictness !== undefined && strictness.every((s) => s < 1);
+    const yielding = overloaded && (this.underLoad + 1) % LEARN_EVERY_UNDER_LOAD !== 0;
+    this.underLoad = overloaded ? this.underLoad + 1 : 0;
+    cache.engine.yielding = yielding;
     let outcomes: FrameOutcome[];
     try {
       this.loaded.sharing?.adoptLatest();
@@ -218,10 +225,8 @@ class InferenceServer {
     const result = columns(outcomes);
     const audit = this.auditChanges();
     this.post({ type: "result", seq, outcomes: result, ...(audit ? { audit } : {}) }, outcomeBuffers(result));
-    const overloaded = strictness !== undefined && strictness.every((s) => s < 1);
-    this.underLoad = overloaded ? this.underLoad + 1 : 0;
-    if (overloaded && this.underLoad % LEARN_EVERY_UNDER_LOAD !== 0) {
-      this.loaded.cache.forgoLearning();
+    if (yielding) {
+      cache.forgoLearning();
       return;
     }
     await this.learn();

@@ -215,6 +215,17 @@ describe("CacheEngine", () => {
     expect(await heldOutShare(1000)).toBe(0);
   });
 
+  it("holds out no frame while yielding to load once an exit is open, and as usual while none is", async () => {
+    const heldOut = async (snap: CacheSnapshot) => {
+      const e = engine(snap, { heldOut: 1 });
+      e.yielding = true;
+      return (await e.process(ids, input)).filter((o) => o.heldOut).length;
+    };
+    expect(await heldOut(snapshot({ 4: { label: 5, confidence: 0.99, threshold: 0.9 } }))).toBe(0);
+    // Every frame runs the backbone anyway: holding out costs nothing.
+    expect(await heldOut(snapshot({}))).toBe(n);
+  });
+
   it("ignores every exit when the cache is disabled", async () => {
     const out = await engine(snapshot({ 0: { label: 9, confidence: 0.99, threshold: 0.5 } }), {
       enabled: false,
