@@ -65,6 +65,8 @@ export class HeadTrainer implements CacheObserver {
   private readonly batchTargets: Float32Array;
   private readonly costs: ExitCosts;
   private pendingSteps = 0;
+  /** Examples still trained at the warm-up rate (`stepsPerExample`). */
+  private warmupLeft: number;
   private sincePublish = 0;
   private version: number;
   private driftNote: string | undefined;
@@ -86,6 +88,7 @@ export class HeadTrainer implements CacheObserver {
     this.batchFeatures = this.sizes.map((d) => new Float32Array(options.trainBatch * d));
     this.batchTargets = new Float32Array(options.trainBatch * this.classes);
     this.version = startVersion;
+    this.warmupLeft = options.trainingWarmupExamples;
     this.costs = { remainingMacs: remainingMacs(manifest), overheadMacs: options.exitOverheadMacs };
   }
 
@@ -94,7 +97,8 @@ export class HeadTrainer implements CacheObserver {
    * work (docs/sharing.md): its heads, copied through the codec so that
    * training never touches the heads an engine answers with, and versions
    * above `startVersion`. The optimizer state, the replay window and the
-   * calibration set start empty.
+   * calibration set start empty; heads with an open exit skip the warm-up
+   * training rate.
    */
   static fromSnapshot(
     manifest: Manifest,
@@ -114,6 +118,9 @@ export class HeadTrainer implements CacheObserver {
     snapshot.heads.forEach((head, e) => {
       if (head && e < trainer.heads.length) trainer.heads[e] = headFromBytes(head.toBytes());
     });
+    // Heads that have proven an exit are past their warm-up: train them at
+    // the steady rate, as the trainer before would have.
+    if (snapshot.decisions.some((d) => d.open)) trainer.warmupLeft = 0;
     return trainer;
   }
 
@@ -126,7 +133,8 @@ export class HeadTrainer implements CacheObserver {
       features.forEach((f, e) => this.replay.add(e, f, this.target));
       this.remember(features, this.target);
       this.stats.examples++;
-      const warm = this.stats.examples <= this.options.trainingWarmupExamples;
+      const warm = this.warmupLeft > 0;
+      if (warm) this.warmupLeft--;
       this.pendingSteps += warm ? this.options.stepsPerExample : this.options.steadyStepsPerExample;
     }
     this.sincePublish++;

@@ -171,4 +171,30 @@ describe("OnlineCache in a fleet", () => {
     });
     await cache.close();
   }, 120_000);
+
+  it("trains a trainer started from heads that opened an exit at the steady rate, not the warm-up one", async () => {
+    const store = new MemoryStateStore();
+    const cache = await OnlineCache.create(model, options, store);
+    await run(cache, 0, 320);
+    const base = cache.engine.current;
+    expect(base.heads.some((h) => h)).toBe(true);
+    const withOpen = (open: boolean): CacheSnapshot => ({
+      ...base,
+      decisions: base.decisions.map((d) => ({ ...d, open: open && d.exit === 6 })),
+    });
+    const stepsAfter = async (snapshot: CacheSnapshot) => {
+      const trainer = HeadTrainer.fromSnapshot(model.manifest, options, cache.audit, snapshot);
+      const features = model.manifest.exits.map((e) => new Float32Array(e.size).fill(0.5));
+      const logits = Float32Array.from({ length: model.manifest.classes.length }, (_, c) => c);
+      for (let i = 0; i < 640; i++) trainer.onBackboneFrame(features, logits, false);
+      await trainer.maintain(model.manifest.modelId);
+      return trainer.stats.steps;
+    };
+    // Steps accrue fractionally per example: within one of the rate times 640.
+    const warm = await stepsAfter(withOpen(false));
+    const steady = await stepsAfter(withOpen(true));
+    expect(Math.abs(warm - 640 * options.stepsPerExample)).toBeLessThanOrEqual(1);
+    expect(Math.abs(steady - 640 * options.steadyStepsPerExample)).toBeLessThanOrEqual(1);
+    await cache.close();
+  }, 120_000);
 });
