@@ -62,6 +62,14 @@ export interface ArmPlan {
   label?: string;
   /** Seeded order of the test split, the same in every arm. */
   shuffleSeed: number;
+  /** Position in that order of the arm's first frame (default 0). */
+  firstFrame?: number;
+  /**
+   * Redis key prefix of cache state that outlives the arm: its workers start
+   * from what an earlier arm with the same prefix learned, and the caller
+   * deletes it. Default: a prefix of the arm's own, deleted with it.
+   */
+  statePrefix?: string;
   /** Longest wait for every frame's prediction. */
   timeoutMs: number;
 }
@@ -78,6 +86,8 @@ export interface BenchContext {
   say: (line: string) => void;
   signal: AbortSignal;
   showProgress: boolean;
+  /** Undone when the whole benchmark ends (after every arm), in reverse order. */
+  cleanup: (what: string, run: () => Promise<void>) => void;
 }
 
 export interface ArmRun {
@@ -148,9 +158,11 @@ async function armBody(ctx: BenchContext, plan: ArmPlan, teardown: Teardown): Pr
   await admin.connect();
   await createRunTopics(admin, topics);
   teardown.push("delete the arm's topics and group", () => dropRun(admin, topics, group));
-  teardown.push("delete the arm's Redis keys", async () => {
-    await deleteKeysUnder(ctx.redisUrl, name);
-  });
+  if (plan.statePrefix === undefined) {
+    teardown.push("delete the arm's Redis keys", async () => {
+      await deleteKeysUnder(ctx.redisUrl, name);
+    });
+  }
 
   // Reading from the beginning before any prediction exists: every one is seen.
   const tail = await PredictionTail.start(
@@ -180,6 +192,7 @@ async function armBody(ctx: BenchContext, plan: ArmPlan, teardown: Teardown): Pr
       count: plan.frames,
       rate: plan.rate,
       shuffleSeed: plan.shuffleSeed,
+      firstFrame: plan.firstFrame,
       idPrefix: name,
       signal: producerSignal,
       onProgress,
@@ -252,9 +265,10 @@ class Workers {
     const run = { name: this.name, topics: this.topics, group: this.group };
     for (let i = 1; i <= this.plan.workers; i++) {
       const env = benchReplicaEnv(this.ctx, run, {
-        workerId: `${this.plan.arm}-${this.plan.repeat + 1}-w${i}`,
+        workerId: `${(this.plan.label ?? this.plan.arm).replace(/[^A-Za-z0-9._-]+/g, "-")}-${this.plan.repeat + 1}-w${i}`,
         cacheEnabled: String(this.plan.arm === "cacheOn"),
         intraOpThreads: String(this.plan.threads),
+        ...(this.plan.statePrefix === undefined ? {} : { redisKeyPrefix: this.plan.statePrefix }),
         ...this.plan.overrides,
       });
       const replica = new WorkerReplica(`${this.name}-w${i}`, env, join(logDir, `worker-${i}.log`));

@@ -13,6 +13,12 @@
  * repeats; figures are medians (see report.ts). Uses the configured broker
  * and Redis, starting the project's own when they do not answer, and removes
  * what it created at the end and on Ctrl-C.
+ *
+ * `--warm N` measures a cache that has already learned: before each cache-on
+ * arm, a cached worker learns from the first N frames of the order (not
+ * measured), and the measured worker starts from the state it left in Redis,
+ * as a replica joining a fleet does (docs/sharing.md). Both arms are then
+ * measured on the frames after those N, so no measured image was learned from.
  */
 import { Command } from "commander";
 import { z } from "zod";
@@ -22,6 +28,8 @@ import { runArm } from "./arm.ts";
 import type { BenchSettings, RepeatFigures } from "./report.ts";
 import { armFigures, buildReport, formatReport, repeatFigures } from "./report.ts";
 import { runKafkaBench } from "../lib/kafka-bench.ts";
+import { runName } from "../../src/tools/names.ts";
+import { deleteKeysUnder } from "../../src/tools/redis-keys.ts";
 
 const schema = z.object({
   frames: wholeNumber(1).default(10_000),
@@ -30,6 +38,7 @@ const schema = z.object({
   rate: positiveNumber.optional(),
   repeats: wholeNumber(1, 50).default(1),
   seed: wholeNumber(0, 2 ** 32 - 1).default(1),
+  warm: wholeNumber(0).default(0),
   timeout: positiveNumber.default(600),
   json: z.boolean().default(false),
 });
@@ -44,6 +53,10 @@ const cli = new Command("bench-kafka")
   )
   .option("--repeats <n>", "pairs of arms, alternating which goes first (default 1)")
   .option("--seed <n>", "seeded order of the test split, the same in both arms (default 1)")
+  .option(
+    "--warm <n>",
+    "cache on starts from what a worker learned on the first n frames; both arms measure the frames after (default 0: cold)",
+  )
   .option("--timeout <seconds>", "longest wait for an arm's predictions (default 600)")
   .option("--json", "print one JSON object instead of tables")
   .parse();
@@ -54,6 +67,13 @@ const ARM_LABEL: Record<ArmName, string> = { cacheOff: "cache off", cacheOn: "ca
 
 async function main(): Promise<number> {
   return runKafkaBench({ say, json: options.json }, async (ctx) => {
+    const images = ctx.source.size;
+    if (options.warm > 0 && options.warm + options.frames > images) {
+      throw new Error(
+        `--warm ${options.warm} with --frames ${options.frames} would measure images learned from ` +
+          `(the test split has ${images}); use --frames ${Math.max(images - options.warm, 0)} or fewer`,
+      );
+    }
     const settings: BenchSettings = {
       frames: options.frames,
       workers: options.workers,
@@ -62,13 +82,14 @@ async function main(): Promise<number> {
       rate: options.rate ?? null,
       repeats: options.repeats,
       seed: options.seed,
+      warm: options.warm,
     };
     const runs: RepeatFigures[] = [];
     for (let repeat = 0; repeat < options.repeats; repeat++) {
       const order: ArmName[] = repeat % 2 === 0 ? ["cacheOff", "cacheOn"] : ["cacheOn", "cacheOff"];
       const done: Partial<Record<ArmName, ArmRun>> = {};
       for (const arm of order) {
-        const run = await runArm(ctx, {
+        const plan = {
           arm,
           repeat,
           frames: options.frames,
@@ -76,8 +97,25 @@ async function main(): Promise<number> {
           threads: options.threads,
           rate: options.rate,
           shuffleSeed: options.seed,
+          firstFrame: options.warm,
           timeoutMs: options.timeout * 1000,
-        });
+        };
+        const statePrefix = arm === "cacheOn" && options.warm > 0 ? runName("lcbench-warm") : undefined;
+        if (statePrefix) {
+          ctx.cleanup(`delete the warm cache state ${statePrefix}`, async () => {
+            await deleteKeysUnder(ctx.redisUrl, statePrefix);
+          });
+          // Learning, not measured: all of it produced first, as fast as the worker goes.
+          await runArm(ctx, {
+            ...plan,
+            label: "learn",
+            frames: options.warm,
+            rate: undefined,
+            firstFrame: 0,
+            statePrefix,
+          });
+        }
+        const run = await runArm(ctx, { ...plan, ...(statePrefix ? { statePrefix } : {}) });
         const f = armFigures(run);
         say(
           `${ARM_LABEL[arm]} #${repeat + 1}: ${f.throughput.toFixed(1)} predictions/s over ${f.spanS.toFixed(1)} s, ` +

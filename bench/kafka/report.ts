@@ -57,6 +57,8 @@ export interface BenchSettings {
   rate: number | null;
   repeats: number;
   seed: number;
+  /** Frames cache on learned from before being measured (0: a cold start). */
+  warm: number;
 }
 
 export interface BenchReport extends BenchSettings {
@@ -183,9 +185,13 @@ export function formatReport(r: BenchReport): string {
     r.mode === "paced"
       ? `paced at ${r.rate} frames/s`
       : "all frames produced before the workers start (latency is mostly the wait in the topic)";
+  const start =
+    r.warm > 0
+      ? `cache on warm: it starts from what a worker learned on the ${r.warm.toLocaleString("en")} frames before them`
+      : "cache on from a cold start";
   const lines = [
     `${r.frames.toLocaleString("en")} Fashion-MNIST test frames (seed ${r.seed}), ${r.workers} worker(s), ` +
-      `${r.threads} intra-op thread(s), ${r.repeats} repeat(s)${r.repeats > 1 ? " (medians)" : ""}; ${load}`,
+      `${r.threads} intra-op thread(s), ${r.repeats} repeat(s)${r.repeats > 1 ? " (medians)" : ""}; ${load}; ${start}`,
     "",
     table(
       ["", "cache off", "cache on"],

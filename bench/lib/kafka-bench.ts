@@ -50,6 +50,7 @@ export async function runKafkaBench(
       say,
       signal: interrupt.signal,
       showProgress: !options.json && process.stderr.isTTY === true,
+      cleanup: (what, run) => teardown.push(what, run),
     });
   } catch (err) {
     if (interrupt.signal.aborted) return 130;

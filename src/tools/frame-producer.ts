@@ -32,6 +32,8 @@ export interface ProduceFramesOptions {
   rate?: number | readonly RatePhase[];
   /** Seeded shuffle of the source's order; undefined keeps the source's order. */
   shuffleSeed?: number;
+  /** Position in that order of the first image sent (default 0); frame ids still count from 0. */
+  firstFrame?: number;
   /** Frame ids are `<idPrefix>-<n>`, n counting from 0. */
   idPrefix: string;
   /** Stops between requests; what was sent stays sent. */
@@ -105,6 +107,7 @@ export async function produceFrames(
 ): Promise<ProduceResult> {
   const { topic, count, rate, signal, log } = options;
   const order = frameOrder(source.size, options.shuffleSeed);
+  const first = options.firstFrame ?? 0;
   const producer = await OutputProducer.connect(kafka, log);
   let sent = 0;
   const t0 = performance.now();
@@ -119,7 +122,7 @@ export async function produceFrames(
       }
       const messages: Message[] = [];
       for (let n = sent; n < end; n++) {
-        const image = source.image(order[n % source.size]!);
+        const image = source.image(order[(first + n) % source.size]!);
         const id = `${options.idPrefix}-${n}`;
         // producedAt is now, as the frame leaves: end-to-end latency starts here.
         const encoded = encodeFrame({ id, producedAt: Date.now(), ...image });
