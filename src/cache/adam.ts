@@ -41,21 +41,34 @@ export class Adam {
 
   /** One update of `params` along `gradient` (same length and layout). */
   step(params: Float32Array, gradient: Float32Array | Float64Array): void {
-    const { learningRate, beta1, beta2, epsilon, weightDecay } = this.options;
+    const { learningRate, weightDecay } = this.options;
     this.steps++;
+    // Weights shrink, biases do not: two passes, so the hot loop has no branch.
+    this.update(params, gradient, 0, this.decayedCount, 1 - learningRate * weightDecay);
+    this.update(params, gradient, this.decayedCount, params.length, 1);
+  }
+
+  private update(
+    params: Float32Array,
+    gradient: Float32Array | Float64Array,
+    from: number,
+    to: number,
+    shrink: number,
+  ): void {
+    const { learningRate, beta1, beta2, epsilon } = this.options;
     const stepSize = learningRate / (1 - Math.pow(beta1, this.steps));
     const secondCorrection = 1 / Math.sqrt(1 - Math.pow(beta2, this.steps));
-    const shrink = 1 - learningRate * weightDecay;
+    const keep1 = 1 - beta1;
+    const keep2 = 1 - beta2;
     const m = this.firstMoment;
     const v = this.secondMoment;
-    for (let i = 0; i < params.length; i++) {
-      const g = gradient[i] as number;
-      const mi = beta1 * (m[i] as number) + (1 - beta1) * g;
-      const vi = beta2 * (v[i] as number) + (1 - beta2) * g * g;
+    for (let i = from; i < to; i++) {
+      const g = gradient[i]!;
+      const mi = beta1 * m[i]! + keep1 * g;
+      const vi = beta2 * v[i]! + keep2 * g * g;
       m[i] = mi;
       v[i] = vi;
-      const decayed = i < this.decayedCount ? (params[i] as number) * shrink : (params[i] as number);
-      params[i] = decayed - (stepSize * mi) / (Math.sqrt(vi) * secondCorrection + epsilon);
+      params[i] = params[i]! * shrink - (stepSize * mi) / (Math.sqrt(vi) * secondCorrection + epsilon);
     }
   }
 }
