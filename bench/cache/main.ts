@@ -5,7 +5,8 @@
  * Replays the Fashion-MNIST test split as a stream (seeded shuffle, cold
  * start, labels never shown to the engine) through the backbone alone and
  * through the online cache, in the same run, and prints what the cache saved
- * and what it cost in agreement and accuracy. With --compare-heads the cache
+ * and what it cost in agreement and accuracy, and how the savings grow over
+ * the stream (MACs saved per 1,000-frame window). With --compare-heads the cache
  * arm runs once per head kind (mlp, knn, mlp+knn) after the one backbone arm,
  * and one table compares them (compare.ts).
  */
@@ -27,9 +28,11 @@ import type { ArmResult, Stream } from "./arms.ts";
 import { runBackboneArm, runCacheArm } from "./arms.ts";
 import { compareHeads, comparisonTable, COMPARED_KINDS } from "./compare.ts";
 import type { Figures } from "./report.ts";
-import { armFigures, oracleMacsSavedPct, slice } from "./report.ts";
+import { armFigures, macsSavedByWindow, oracleMacsSavedPct, slice } from "./report.ts";
 
 const ROOT = join(import.meta.dirname, "..", "..");
+/** Frames per window of the savings-over-time line. */
+const MACS_WINDOW = 1000;
 
 const cli = new Command("bench-cache")
   .option("--frames <n>", "frames to stream (at most 10000)", "10000")
@@ -124,6 +127,7 @@ async function main(): Promise<void> {
         )
       : undefined;
   const oracle = await oracleMacsSavedPct(model, cached.cache!, stream, baseLabels);
+  const windows = macsSavedByWindow(cached, model.manifest.full.macs, MACS_WINDOW);
   const trainer = cached.cache!.trainer.stats;
   const decisions = cached.cache!.engine.current.decisions;
 
@@ -177,6 +181,8 @@ async function main(): Promise<void> {
     exitShare: whole.exitShare,
     firstExitFrame: firstExit,
     oracleMacsSavedPct: oracle,
+    macsWindow: MACS_WINDOW,
+    macsSavedByWindowPct: windows,
     afterWarmup: warm,
     trainer: { ...trainer, maintenanceMs: cached.maintenanceMs },
     exits: decisions.map((d) => ({ exit: d.exit, open: d.open, threshold: d.threshold, reason: d.reason })),
@@ -221,6 +227,9 @@ async function main(): Promise<void> {
   );
   log("");
   log(`first exit open at frame ${firstExit}; oracle MACs saved ${pct(oracle)}`);
+  log(
+    `MACs saved by ${MACS_WINDOW.toLocaleString("en")}-frame window: ${windows.map((w) => w.toFixed(1)).join(", ")} (%)`,
+  );
   log(
     `learning off the frame path: ${trainer.steps} steps, ${trainer.publishes} versions, ${(cached.maintenanceMs / 1000).toFixed(1)} s (in the cached throughput)`,
   );

@@ -81,6 +81,20 @@ export function slice(arm: ArmResult, from: number, to = arm.frames.length): Arm
 }
 
 /**
+ * MACs saved in consecutive windows of `size` frames (the last may be
+ * shorter), percent: how savings grow as the cache learns and proves exits.
+ */
+export function macsSavedByWindow(cached: ArmResult, fullMacs: number, size: number): number[] {
+  const out: number[] = [];
+  for (let from = 0; from < cached.frames.length; from += size) {
+    const part = cached.frames.slice(from, from + size);
+    const spent = part.reduce((sum, f) => sum + f.macs, 0);
+    out.push(100 * (1 - spent / (fullMacs * part.length)));
+  }
+  return out;
+}
+
+/**
  * Oracle: every frame leaves at the first exit whose (final) head agrees with
  * the backbone, paying for every head on the way. The best any thresholding
  * of these heads could do. Heads answer on onnxruntime, as in the engine (a
