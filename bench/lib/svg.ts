@@ -1,6 +1,6 @@
 /**
- * A minimal SVG line chart for benchmark trade-off plots: no plotting library
- * in the Node ecosystem is small enough to be worth a dependency for one chart.
+ * A minimal SVG line chart for benchmark plots: no plotting library in the
+ * Node ecosystem is small enough to be worth a dependency for a few charts.
  */
 export interface Series {
   name: string;
@@ -17,6 +17,13 @@ export interface ChartOptions {
 
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"];
 const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;");
+
+/** A tick value with as many decimals as ticks a fifth of `range` apart need (at most 4). */
+function tick(value: number, range: number): string {
+  const step = range / 5;
+  const decimals = step > 0 ? Math.min(4, Math.max(0, 1 - Math.floor(Math.log10(step)))) : 1;
+  return value.toFixed(decimals);
+}
 
 export function lineChart(series: Series[], o: ChartOptions): string {
   const W = o.width ?? 720;
@@ -41,11 +48,11 @@ export function lineChart(series: Series[], o: ChartOptions): string {
   ];
   for (const t of ticks(x0, x1)) {
     parts.push(`<line x1="${sx(t)}" x2="${sx(t)}" y1="${m.t}" y2="${H - m.b}" stroke="#eee"/>`);
-    parts.push(`<text x="${sx(t)}" y="${H - m.b + 16}" text-anchor="middle">${t.toFixed(1)}</text>`);
+    parts.push(`<text x="${sx(t)}" y="${H - m.b + 16}" text-anchor="middle">${tick(t, x1 - x0)}</text>`);
   }
   for (const t of ticks(y0, y1)) {
     parts.push(`<line x1="${m.l}" x2="${W - m.r}" y1="${sy(t)}" y2="${sy(t)}" stroke="#eee"/>`);
-    parts.push(`<text x="${m.l - 6}" y="${sy(t) + 4}" text-anchor="end">${t.toFixed(4)}</text>`);
+    parts.push(`<text x="${m.l - 6}" y="${sy(t) + 4}" text-anchor="end">${tick(t, y1 - y0)}</text>`);
   }
   parts.push(
     `<rect x="${m.l}" y="${m.t}" width="${W - m.l - m.r}" height="${H - m.t - m.b}" fill="none" stroke="#333"/>`,
@@ -70,4 +77,22 @@ export function lineChart(series: Series[], o: ChartOptions): string {
   });
   parts.push("</svg>");
   return parts.join("\n");
+}
+
+/** Charts made by lineChart, one above the other in one SVG. */
+export function stackCharts(charts: string[]): string {
+  const size = (svg: string, attr: "width" | "height") =>
+    Number(new RegExp(`${attr}="(\\d+)"`).exec(svg)?.[1] ?? 0);
+  const width = Math.max(...charts.map((c) => size(c, "width")));
+  let y = 0;
+  const placed = charts.map((c) => {
+    const at = y;
+    y += size(c, "height");
+    return c.replace("<svg ", `<svg y="${at}" `);
+  });
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${y}">`,
+    ...placed,
+    `</svg>`,
+  ].join("\n");
 }

@@ -26,8 +26,8 @@ import { ROOT } from "../../src/tools/local-services.ts";
 import { runArm } from "../kafka/arm.ts";
 import { armFigures } from "../kafka/report.ts";
 import { runKafkaBench } from "../lib/kafka-bench.ts";
-import { lineChart } from "../lib/svg.ts";
-import type { SloArm } from "./report.ts";
+import { lineChart, stackCharts } from "../lib/svg.ts";
+import type { Bucket, SloArm } from "./report.ts";
 import { formatReport, sloArm } from "./report.ts";
 
 const schema = z.object({
@@ -57,7 +57,7 @@ const cli = new Command("bench-slo")
   .option("--seed <n>", "seeded order of the test split (default 1)")
   .option("--timeout <seconds>", "longest wait for an arm's predictions (default 900)")
   .option("--json", "print one JSON object instead of tables")
-  .option("--plot <file>", "draw p95 latency and backlog over time for both arms (SVG)")
+  .option("--plot <file>", "draw p95 latency, backlog and agreement over time for both arms (SVG)")
   .parse();
 const options = parseOptions("npm run bench:slo", schema, cli.opts());
 
@@ -147,16 +147,44 @@ async function main(): Promise<number> {
       arms,
     };
     if (options.plot) {
-      const svg = lineChart(
-        arms.flatMap((a) => [
-          { name: `${a.mode} p95 ms`, points: a.series.map((b) => ({ x: b.startS, y: b.p95Ms })) },
-        ]),
-        {
-          title: `p95 produce-to-prediction latency, objective ${options.objective} ms`,
-          xLabel: "produce time, s",
-          yLabel: "p95 latency, ms",
-        },
-      );
+      const over = (y: (b: Bucket) => number) => (a: SloArm) => ({
+        points: a.series.map((b) => ({ x: b.startS, y: y(b) })),
+      });
+      const time = "time since the first frame was produced, s";
+      const floor = {
+        name: `floor ${options.floor}`,
+        points: arms.flatMap((a) => a.series).map((b) => ({ x: b.startS, y: options.floor })),
+      };
+      const svg = stackCharts([
+        lineChart(
+          [
+            ...arms.map((a) => ({ name: `${a.mode} p95 ms`, ...over((b) => b.p95Ms)(a) })),
+            {
+              name: `objective`,
+              points: arms.flatMap((a) => a.series).map((b) => ({ x: b.startS, y: options.objective })),
+            },
+          ],
+          {
+            title: `p95 produce-to-prediction latency (objective ${options.objective} ms)`,
+            xLabel: time,
+            yLabel: "p95 latency, ms",
+            height: 320,
+          },
+        ),
+        lineChart(
+          arms.map((a) => ({ name: `${a.mode} backlog`, ...over((b) => b.backlog)(a) })),
+          {
+            title: "backlog: frames produced and not yet answered (consumer lag)",
+            xLabel: time,
+            yLabel: "frames",
+            height: 320,
+          },
+        ),
+        lineChart(
+          [...arms.map((a) => ({ name: `${a.mode} agreement`, ...over((b) => b.agreement)(a) })), floor],
+          { title: "agreement with the backbone's label", xLabel: time, yLabel: "agreement", height: 320 },
+        ),
+      ]);
       writeFileSync(options.plot, svg);
       say(`plot written to ${options.plot}`);
     }

@@ -31,6 +31,8 @@ export interface Bucket {
   p95Ms: number;
   agreement: number;
   earlyShare: number;
+  /** Largest backlog (frames produced, not yet answered) seen while the bucket's time ran, by read time. */
+  backlog: number;
 }
 
 export interface SloArm {
@@ -99,11 +101,15 @@ export function sloArm(
   const produced = answers.map((a) => a.producedAt).sort((a, b) => a - b);
   const byRead = answers.slice().sort((a, b) => a.readAt - b.readAt);
   const maxBacklog = new Array<number>(phases.length).fill(0);
+  const backlogByBucket = new Map<number, number>();
   let p = 0;
   byRead.forEach((a, answered) => {
     while (p < produced.length && produced[p]! <= a.readAt) p++;
+    const backlog = p - (answered + 1);
     const phase = phaseOf(a.n);
-    maxBacklog[phase] = Math.max(maxBacklog[phase]!, p - (answered + 1));
+    maxBacklog[phase] = Math.max(maxBacklog[phase]!, backlog);
+    const b = Math.floor((a.readAt - start) / bucketMs);
+    backlogByBucket.set(b, Math.max(backlogByBucket.get(b) ?? 0, backlog));
   });
 
   const phaseFigures = phases.map((ph, i) => ({
@@ -121,7 +127,12 @@ export function sloArm(
   }
   const series: Bucket[] = [...buckets.entries()]
     .sort(([a], [b]) => a - b)
-    .map(([b, as]) => ({ startS: (b * bucketMs) / 1000, frames: as.length, ...figures(as) }));
+    .map(([b, as]) => ({
+      startS: (b * bucketMs) / 1000,
+      frames: as.length,
+      ...figures(as),
+      backlog: backlogByBucket.get(b) ?? 0,
+    }));
 
   const overload = answers.filter((a) => phaseOf(a.n) === 1);
   const overloadStart = overload.length > 0 ? Math.min(...overload.map((a) => a.producedAt)) : start;
