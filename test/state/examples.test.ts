@@ -4,17 +4,15 @@
  * entries the old one read but never acknowledged) with no example counted
  * twice, the approximate cap, and junk entries skipped.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { CacheObserver } from "../../src/cache/engine.ts";
 import { softmaxWithTemperature } from "../../src/cache/heads.ts";
 import type { TrainingExample } from "../../src/state/example-codec.ts";
 import type { ReceivedExample } from "../../src/state/example-consumer.ts";
 import { TRAINER_GROUP } from "../../src/state/example-consumer.ts";
 import { ExampleForwarder, ExampleStream, deliverExample } from "../../src/state/examples.ts";
-import type { StateConnection } from "../../src/state/redis-connection.ts";
 import { ACK_EXAMPLES } from "../../src/state/scripts.ts";
-import { testRedis } from "../helpers/services.ts";
-import { LAYOUT, cleanup, connect, uniqueModel, uniquePrefix, waitFor } from "./helpers.ts";
+import { LAYOUT, stateSuite, uniqueModel, waitFor } from "./helpers.ts";
 
 /** Example number `n`: its first feature carries n, so a reader can tell examples apart. */
 function example(n: number, kind: TrainingExample["kind"] = "backbone"): TrainingExample {
@@ -32,21 +30,18 @@ function example(n: number, kind: TrainingExample["kind"] = "backbone"): Trainin
 const numberOf = (e: ReceivedExample): number => e.features[0]![0]!;
 
 describe("ExampleStream", () => {
-  const prefix = uniquePrefix();
-  let connection: StateConnection;
-  const redis = testRedis();
-
-  beforeAll(async () => {
-    connection = await connect();
-  });
-  afterAll(async () => {
-    await cleanup(prefix);
-    await connection.close();
-    redis.disconnect();
-  });
+  const suite = stateSuite();
+  const { prefix, redis } = suite;
 
   function stream(modelId: string, producerId: string, maxLength = 10_000): ExampleStream {
-    return new ExampleStream({ connection, prefix, modelId, layout: LAYOUT, producerId, maxLength });
+    return new ExampleStream({
+      connection: suite.connection,
+      prefix,
+      modelId,
+      layout: LAYOUT,
+      producerId,
+      maxLength,
+    });
   }
 
   async function drain(read: () => Promise<ReceivedExample[]>): Promise<ReceivedExample[]> {
@@ -163,7 +158,7 @@ describe("ExampleStream", () => {
     const modelId = uniqueModel();
     const producer = stream(modelId, "replica-1");
     const other = new ExampleStream({
-      connection,
+      connection: suite.connection,
       prefix,
       modelId,
       layout: { featureSizes: [6, 10, 15], classes: 4 },

@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { inject } from "vitest";
+import { afterAll, beforeAll, inject } from "vitest";
 import type { ExitHead } from "../../src/cache/heads.ts";
 import { createHead } from "../../src/cache/heads.ts";
 import type { ExitDecision } from "../../src/cache/planner.ts";
@@ -64,6 +64,43 @@ export async function connect(options: Partial<StateConnectionOptions> = {}): Pr
 }
 
 /** Deletes every key under the prefix. */
+/** What a shared-state suite works with (see stateSuite). */
+export interface StateSuite {
+  /** A key prefix of the suite's own. */
+  prefix: string;
+  /** A plain client of the test Redis, for looking at keys. */
+  redis: ReturnType<typeof testRedis>;
+  /** The suite's state connection, open from before the first test. */
+  readonly connection: StateConnection;
+}
+
+/**
+ * The usual frame of a suite against the real Redis: a unique prefix, a
+ * state connection opened before the tests (with `options`), and after them
+ * every key under the prefix deleted and both connections closed.
+ */
+export function stateSuite(options: Partial<StateConnectionOptions> = {}): StateSuite {
+  const prefix = uniquePrefix();
+  const redis = testRedis();
+  let connection: StateConnection | undefined;
+  beforeAll(async () => {
+    connection = await connect(options);
+  });
+  afterAll(async () => {
+    await cleanup(prefix);
+    await connection?.close();
+    redis.disconnect();
+  });
+  return {
+    prefix,
+    redis,
+    get connection(): StateConnection {
+      if (!connection) throw new Error("the suite's connection is opened in beforeAll");
+      return connection;
+    },
+  };
+}
+
 export async function cleanup(prefix: string): Promise<void> {
   const redis = testRedis();
   try {

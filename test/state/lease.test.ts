@@ -4,28 +4,16 @@
  * and another replica takes over within the lease time with a larger token,
  * and a holder whose renewals fail considers itself lost by the deadline.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { isLayercacheError } from "../../src/errors/index.ts";
 import { TrainerLease } from "../../src/state/lease.ts";
-import type { StateConnection } from "../../src/state/redis-connection.ts";
-import { testRedis } from "../helpers/services.ts";
-import { cleanup, connect, uniqueModel, uniquePrefix, waitFor } from "./helpers.ts";
+import { connect, stateSuite, uniqueModel, waitFor } from "./helpers.ts";
 
 describe("TrainerLease", () => {
-  const prefix = uniquePrefix();
-  let connection: StateConnection;
-  const redis = testRedis();
+  const suite = stateSuite();
+  const { prefix, redis } = suite;
 
-  beforeAll(async () => {
-    connection = await connect();
-  });
-  afterAll(async () => {
-    await cleanup(prefix);
-    await connection.close();
-    redis.disconnect();
-  });
-
-  function lease(modelId: string, holderId: string, ttlMs = 400, conn = connection): TrainerLease {
+  function lease(modelId: string, holderId: string, ttlMs = 400, conn = suite.connection): TrainerLease {
     return new TrainerLease({
       connection: conn,
       prefix,

@@ -5,24 +5,13 @@
  * replaces a watcher's last good snapshot, and watchers hear of new versions
  * through pub/sub or, without it, by polling.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { isLayercacheError } from "../../src/errors/index.ts";
 import { TrainerLease } from "../../src/state/lease.ts";
-import type { StateConnection } from "../../src/state/redis-connection.ts";
 import type { FencingSource, RedisStateStoreOptions } from "../../src/state/redis-store.ts";
 import { RedisStateStore } from "../../src/state/redis-store.ts";
 import type { SharedSnapshot } from "../../src/state/snapshot-codec.ts";
-import { testRedis } from "../helpers/services.ts";
-import {
-  LAYOUT,
-  capturedLog,
-  cleanup,
-  connect,
-  snapshotOf,
-  uniqueModel,
-  uniquePrefix,
-  waitFor,
-} from "./helpers.ts";
+import { LAYOUT, capturedLog, snapshotOf, stateSuite, uniqueModel, waitFor } from "./helpers.ts";
 
 async function rejection(promise: Promise<unknown>): Promise<unknown> {
   return promise.then(
@@ -34,33 +23,30 @@ async function rejection(promise: Promise<unknown>): Promise<unknown> {
 }
 
 describe("RedisStateStore", () => {
-  const prefix = uniquePrefix();
   const log = capturedLog();
-  let connection: StateConnection;
-  const redis = testRedis();
+  const suite = stateSuite({ logger: log.logger, name: "state-test" });
+  const { prefix, redis } = suite;
   const leases: TrainerLease[] = [];
   const stores: RedisStateStore[] = [];
 
-  beforeAll(async () => {
-    connection = await connect({ logger: log.logger, name: "state-test" });
-  });
   afterEach(async () => {
     await Promise.all(stores.splice(0).map((s) => s.close()));
     await Promise.all(leases.splice(0).map((l) => l.release()));
   });
-  afterAll(async () => {
-    await cleanup(prefix);
-    await connection.close();
-    redis.disconnect();
-  });
 
   /** A store for a fresh model, and a lease on it already held. */
   async function setup(options: Partial<RedisStateStoreOptions> = {}, modelId = uniqueModel()) {
-    const lease = new TrainerLease({ connection, prefix, modelId, holderId: "trainer", ttlMs: 5_000 });
+    const lease = new TrainerLease({
+      connection: suite.connection,
+      prefix,
+      modelId,
+      holderId: "trainer",
+      ttlMs: 5_000,
+    });
     leases.push(lease);
     expect(await lease.tryAcquire()).toBe(true);
     const store = new RedisStateStore({
-      connection,
+      connection: suite.connection,
       prefix,
       modelId,
       layout: LAYOUT,
@@ -137,7 +123,7 @@ describe("RedisStateStore", () => {
   it("refuses a stale fencing token inside the script, even with a higher version", async () => {
     const modelId = uniqueModel();
     const first = new TrainerLease({
-      connection,
+      connection: suite.connection,
       prefix,
       modelId,
       holderId: "first",
@@ -147,13 +133,25 @@ describe("RedisStateStore", () => {
     leases.push(first);
     expect(await first.tryAcquire()).toBe(true);
     const staleToken = first.token!;
-    const store = new RedisStateStore({ connection, prefix, modelId, layout: LAYOUT, fencing: first });
+    const store = new RedisStateStore({
+      connection: suite.connection,
+      prefix,
+      modelId,
+      layout: LAYOUT,
+      fencing: first,
+    });
     stores.push(store);
     expect(await store.publish(snapshotOf(modelId, 1))).toBe(true);
 
     // The first holder stalls (stops renewing); the lease expires and a second replica takes it.
     first.abandon();
-    const second = new TrainerLease({ connection, prefix, modelId, holderId: "second", ttlMs: 5_000 });
+    const second = new TrainerLease({
+      connection: suite.connection,
+      prefix,
+      modelId,
+      holderId: "second",
+      ttlMs: 5_000,
+    });
     leases.push(second);
     await second.acquire();
     expect(second.token).toBeGreaterThan(staleToken);
@@ -168,7 +166,7 @@ describe("RedisStateStore", () => {
       fencingToken: () => staleToken,
       fenced: (reason) => void fenced.push(reason),
     };
-    const staleStore = new RedisStateStore({ connection, prefix, modelId, fencing: stale });
+    const staleStore = new RedisStateStore({ connection: suite.connection, prefix, modelId, fencing: stale });
     const err = await rejection(staleStore.publish(snapshotOf(modelId, 101)));
     expect(isLayercacheError(err, "LEASE_LOST")).toBe(true);
     expect(fenced).toEqual(["stale-token"]);
@@ -183,7 +181,13 @@ describe("RedisStateStore", () => {
     expect(isLayercacheError(err2, "LEASE_LOST")).toBe(true);
     // The new holder publishes from where the store is.
     expect(await second.tryAcquire()).toBe(true);
-    const fresh = new RedisStateStore({ connection, prefix, modelId, layout: LAYOUT, fencing: second });
+    const fresh = new RedisStateStore({
+      connection: suite.connection,
+      prefix,
+      modelId,
+      layout: LAYOUT,
+      fencing: second,
+    });
     expect(await fresh.publish(snapshotOf(modelId, 2))).toBe(true);
   });
 
@@ -245,7 +249,7 @@ describe("RedisStateStore", () => {
     const watcher = store.watch((s) => void seen.push({ version: s.version, at: Date.now() }), {
       pollMs: 60_000,
     });
-    await waitFor(() => connection.ready);
+    await waitFor(() => suite.connection.ready);
     await new Promise((resolve) => setTimeout(resolve, 200)); // let SUBSCRIBE land
     for (const version of [1, 2, 3]) {
       const sent = Date.now();
