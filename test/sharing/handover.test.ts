@@ -18,9 +18,8 @@ import { StateConnection } from "../../src/state/redis-connection.ts";
 import { loadManifest } from "../../src/model/manifest.ts";
 import { MODEL_DIR } from "../helpers/model.ts";
 import type { Child } from "../pipeline/child.ts";
-import { TopicCollector, committedToEnd } from "../pipeline/helpers.ts";
+import { committedToEnd } from "../pipeline/helpers.ts";
 import {
-  FleetState,
   drained,
   fleetFixture,
   produceFrames,
@@ -28,6 +27,7 @@ import {
   replicaMetric,
   startReplica,
   until,
+  watchFleet,
 } from "./helpers.ts";
 
 const CHUNK = 400;
@@ -37,18 +37,16 @@ describe("the trainer lease across worker processes", () => {
     const fixture = fleetFixture("kill", 4);
 
     it("passes to another replica, which publishes under a larger token; no frame is lost", async () => {
-      const { admin, topics, kafka } = fixture;
+      const { admin, topics } = fixture;
       const redisUrl = inject("redisUrl");
-      const state = await FleetState.open(redisUrl, fixture.prefix);
-      const predictions = await new TopicCollector(kafka, topics.predictions).start();
-      const replicas = new Map<string, Child>();
-      const ids: string[] = [];
-      let next = 0;
-      const feed = async () => {
-        ids.push(...(await produceFrames(fixture, "k", CHUNK, next)));
-        next += CHUNK;
-      };
-      try {
+      await watchFleet(fixture, redisUrl, async ({ state, predictions }) => {
+        const replicas = new Map<string, Child>();
+        const ids: string[] = [];
+        let next = 0;
+        const feed = async () => {
+          ids.push(...(await produceFrames(fixture, "k", CHUNK, next)));
+          next += CHUNK;
+        };
         for (const id of ["kill-a", "kill-b"]) replicas.set(id, startReplica(fixture, id, redisUrl));
         await Promise.all([...replicas.values()].map(ready));
         await until("the first snapshot", async () => {
@@ -91,10 +89,7 @@ describe("the trainer lease across worker processes", () => {
           `[handover] ${trainerId} killed at version ${published.version} (token ${lease.token}); ` +
             `${survivorId} published version ${after.version} under token ${taken.token}; ${ids.length} frames\n`,
         );
-      } finally {
-        await predictions.stop();
-        await state.close();
-      }
+      });
     }, 240_000);
   });
 
@@ -102,76 +97,74 @@ describe("the trainer lease across worker processes", () => {
     const fixture = fleetFixture("stale", 2);
 
     it("has its publish refused by Redis, forwards, and trains again once the lease is free", async () => {
-      const { admin, topics, kafka } = fixture;
+      const { admin, topics } = fixture;
       const redisUrl = inject("redisUrl");
-      const state = await FleetState.open(redisUrl, fixture.prefix);
-      const connection = new StateConnection({ url: redisUrl });
-      const predictions = await new TopicCollector(kafka, topics.predictions).start();
-      const ids: string[] = [];
-      let next = 0;
-      const feed = async () => {
-        ids.push(...(await produceFrames(fixture, "s", CHUNK, next)));
-        next += CHUNK;
-      };
-      try {
-        // A long lease: renewing it (every 20 s) must not notice the theft before a publish does.
-        const replica = startReplica(fixture, "stale-a", redisUrl, { LAYERCACHE_LEASE_TTL_MS: "60000" });
-        await ready(replica);
-        await until("the first snapshot", async () => {
-          if (await drained(admin, topics.group, topics.frames)) await feed();
-          return ((await state.snapshot())?.version ?? 0) >= 1;
-        });
-        const own = (await state.lease())!;
-        expect(own.holder.startsWith("stale-a/")).toBe(true);
+      await watchFleet(fixture, redisUrl, async ({ state, predictions }) => {
+        const connection = new StateConnection({ url: redisUrl });
+        const ids: string[] = [];
+        let next = 0;
+        const feed = async () => {
+          ids.push(...(await produceFrames(fixture, "s", CHUNK, next)));
+          next += CHUNK;
+        };
+        try {
+          // A long lease: renewing it (every 20 s) must not notice the theft before a publish does.
+          const replica = startReplica(fixture, "stale-a", redisUrl, { LAYERCACHE_LEASE_TTL_MS: "60000" });
+          await ready(replica);
+          await until("the first snapshot", async () => {
+            if (await drained(admin, topics.group, topics.frames)) await feed();
+            return ((await state.snapshot())?.version ?? 0) >= 1;
+          });
+          const own = (await state.lease())!;
+          expect(own.holder.startsWith("stale-a/")).toBe(true);
 
-        // What a replica would do after the key expired: it is free, so take it (a new, larger token).
-        await connection.waitReady(10_000);
-        const thief = new TrainerLease({
-          connection,
-          prefix: fixture.prefix,
-          modelId: loadManifest(MODEL_DIR).modelId,
-          holderId: "thief",
-          ttlMs: 60_000,
-        });
-        await connection.client.del(thief.keys.lease);
-        expect(await thief.tryAcquire()).toBe(true);
-        const stolen = thief.token!;
-        expect(stolen).toBeGreaterThan(own.token);
-        const stolenAt = (await state.snapshot())!;
-        await until("the trainer's refused publish", async () => {
-          if (await drained(admin, topics.group, topics.frames)) await feed();
-          return replica.output().includes('"reason":"stale-token"');
-        });
-        await until("the trainer to go back to forwarding", () =>
-          replica.output().includes("stopped training the cache heads"),
-        );
-        // Nothing it trained after the theft was stored.
-        const refused = (await state.snapshot())!;
-        expect(refused.version).toBe(stolenAt.version);
-        expect(refused.fencingToken).toBe(own.token);
-        await feed();
-        await until(
-          "examples forwarded",
-          async () => (await replicaMetric(replica, "layercache_examples_forwarded_total")) > 0,
-        );
+          // What a replica would do after the key expired: it is free, so take it (a new, larger token).
+          await connection.waitReady(10_000);
+          const thief = new TrainerLease({
+            connection,
+            prefix: fixture.prefix,
+            modelId: loadManifest(MODEL_DIR).modelId,
+            holderId: "thief",
+            ttlMs: 60_000,
+          });
+          await connection.client.del(thief.keys.lease);
+          expect(await thief.tryAcquire()).toBe(true);
+          const stolen = thief.token!;
+          expect(stolen).toBeGreaterThan(own.token);
+          const stolenAt = (await state.snapshot())!;
+          await until("the trainer's refused publish", async () => {
+            if (await drained(admin, topics.group, topics.frames)) await feed();
+            return replica.output().includes('"reason":"stale-token"');
+          });
+          await until("the trainer to go back to forwarding", () =>
+            replica.output().includes("stopped training the cache heads"),
+          );
+          // Nothing it trained after the theft was stored.
+          const refused = (await state.snapshot())!;
+          expect(refused.version).toBe(stolenAt.version);
+          expect(refused.fencingToken).toBe(own.token);
+          await feed();
+          await until(
+            "examples forwarded",
+            async () => (await replicaMetric(replica, "layercache_examples_forwarded_total")) > 0,
+          );
 
-        await thief.release();
-        await until("a snapshot under the replica's new lease", async () => {
-          if (await drained(admin, topics.group, topics.frames)) await feed();
-          const s = await state.snapshot();
-          return s !== undefined && s.fencingToken > stolen && s.version > refused.version;
-        });
-        const resumed = (await state.lease())!;
-        expect(resumed.holder.startsWith("stale-a/")).toBe(true);
+          await thief.release();
+          await until("a snapshot under the replica's new lease", async () => {
+            if (await drained(admin, topics.group, topics.frames)) await feed();
+            const s = await state.snapshot();
+            return s !== undefined && s.fencingToken > stolen && s.version > refused.version;
+          });
+          const resumed = (await state.lease())!;
+          expect(resumed.holder.startsWith("stale-a/")).toBe(true);
 
-        await committedToEnd(admin, topics.group, topics.frames);
-        await predictions.caughtUp(admin);
-        expect(new Set(predictions.messages.map((m) => String(m.key)))).toEqual(new Set(ids));
-      } finally {
-        await predictions.stop();
-        await connection.close();
-        await state.close();
-      }
+          await committedToEnd(admin, topics.group, topics.frames);
+          await predictions.caughtUp(admin);
+          expect(new Set(predictions.messages.map((m) => String(m.key)))).toEqual(new Set(ids));
+        } finally {
+          await connection.close();
+        }
+      });
     }, 180_000);
   });
 });

@@ -20,7 +20,7 @@ import { metric, scrape } from "../helpers/prometheus.ts";
 import type { Child } from "../pipeline/child.ts";
 import { startChild } from "../pipeline/child.ts";
 import type { Collected, PipelineFixture } from "../pipeline/helpers.ts";
-import { fashionFrames, pipelineFixture, produce } from "../pipeline/helpers.ts";
+import { TopicCollector, fashionFrames, pipelineFixture, produce } from "../pipeline/helpers.ts";
 
 /** Short, so that a killed trainer is replaced within seconds. */
 export const LEASE_TTL_MS = 3_000;
@@ -157,6 +157,35 @@ export class FleetState {
 
   async close(): Promise<void> {
     await this.connection.close();
+  }
+}
+
+/** What a fleet test watches: the shared state in Redis and every prediction the fleet writes. */
+export interface FleetWatch {
+  state: FleetState;
+  predictions: TopicCollector;
+}
+
+/**
+ * Runs `body` with the fleet's shared state (under the fixture's prefix, at
+ * `redisUrl`) and a collector of its predictions open, and closes both
+ * whatever happens.
+ */
+export async function watchFleet<T>(
+  fixture: FleetFixture,
+  redisUrl: string,
+  body: (watch: FleetWatch) => Promise<T>,
+): Promise<T> {
+  const state = await FleetState.open(redisUrl, fixture.prefix);
+  try {
+    const predictions = await new TopicCollector(fixture.kafka, fixture.topics.predictions).start();
+    try {
+      return await body({ state, predictions });
+    } finally {
+      await predictions.stop();
+    }
+  } finally {
+    await state.close();
   }
 }
 

@@ -10,10 +10,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Child } from "../pipeline/child.ts";
-import { TopicCollector, committedToEnd } from "../pipeline/helpers.ts";
+import { committedToEnd } from "../pipeline/helpers.ts";
 import { PrivateRedis } from "../state/helpers.ts";
 import {
-  FleetState,
   decodeAll,
   drained,
   fleetFixture,
@@ -22,6 +21,7 @@ import {
   replicaMetric,
   startReplica,
   until,
+  watchFleet,
 } from "./helpers.ts";
 
 const PASSWORD = "fleet-pass-5150";
@@ -40,18 +40,16 @@ describe("a fleet through a Redis outage (replicas as child processes)", () => {
   const fixture = fleetFixture("outage", 4);
 
   it("keeps answering with the heads it holds, loses no frame, and shares again afterwards", async () => {
-    const { admin, topics, kafka } = fixture;
+    const { admin, topics } = fixture;
     const redisUrl = server.url(`:${PASSWORD}@`);
-    const state = await FleetState.open(redisUrl, fixture.prefix);
-    const predictions = await new TopicCollector(kafka, topics.predictions).start();
-    const replicas: Child[] = [];
-    const ids: string[] = [];
-    let next = 0;
-    const feed = async (count = CHUNK) => {
-      ids.push(...(await produceFrames(fixture, "o", count, next)));
-      next += count;
-    };
-    try {
+    await watchFleet(fixture, redisUrl, async ({ state, predictions }) => {
+      const replicas: Child[] = [];
+      const ids: string[] = [];
+      let next = 0;
+      const feed = async (count = CHUNK) => {
+        ids.push(...(await produceFrames(fixture, "o", count, next)));
+        next += count;
+      };
       for (const id of ["outage-a", "outage-b"]) replicas.push(startReplica(fixture, id, redisUrl));
       await Promise.all(replicas.map(ready));
       await until("an open exit", async () => {
@@ -107,9 +105,6 @@ describe("a fleet through a Redis outage (replicas as child processes)", () => {
           `version ${before} before, ${resumed.version} published by ${resumed.publisher} after the restart; ` +
           `${ids.length} frames\n`,
       );
-    } finally {
-      await predictions.stop();
-      await state.close();
-    }
+    });
   }, 300_000);
 });

@@ -13,9 +13,8 @@
  */
 import { describe, expect, inject, it } from "vitest";
 import type { Child } from "../pipeline/child.ts";
-import { TopicCollector, committedToEnd } from "../pipeline/helpers.ts";
+import { committedToEnd } from "../pipeline/helpers.ts";
 import {
-  FleetState,
   byWorker,
   decodeAll,
   earlyExitRate,
@@ -25,6 +24,7 @@ import {
   replicaMetric,
   startReplica,
   until,
+  watchFleet,
 } from "./helpers.ts";
 
 const WARM_UP = 3_000;
@@ -36,12 +36,10 @@ describe("a fleet sharing its cache (replicas as child processes)", () => {
   const fixture = fleetFixture("warm", 4);
 
   it("lets a replica that joins warm answer early at once, and hands training on when the trainer leaves", async () => {
-    const { admin, topics, kafka } = fixture;
+    const { admin, topics } = fixture;
     const redisUrl = inject("redisUrl");
-    const state = await FleetState.open(redisUrl, fixture.prefix);
-    const predictions = await new TopicCollector(kafka, topics.predictions).start();
-    const replicas = new Map<string, Child>();
-    try {
+    await watchFleet(fixture, redisUrl, async ({ state, predictions }) => {
+      const replicas = new Map<string, Child>();
       for (const id of ["warm-a", "warm-b"]) replicas.set(id, startReplica(fixture, id, redisUrl));
       await Promise.all([...replicas.values()].map(ready));
       const ids = await produceFrames(fixture, "w", WARM_UP);
@@ -113,9 +111,6 @@ describe("a fleet sharing its cache (replicas as child processes)", () => {
 
       const answered = new Set(predictions.messages.map((m) => String(m.key)));
       expect(answered).toEqual(new Set(ids));
-    } finally {
-      await predictions.stop();
-      await state.close();
-    }
+    });
   }, 300_000);
 });
