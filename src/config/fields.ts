@@ -216,6 +216,24 @@ export const FIELDS = {
     schema: int(0, 1_000_000),
     default: "10000",
   },
+  headKind: {
+    env: "LAYERCACHE_HEAD_KIND",
+    doc: "Exit head: softmax, mlp, knn (nearest-neighbour memory) or mlp+knn (both; docs/cache.md compares them).",
+    schema: z.enum(["softmax", "mlp", "knn", "mlp+knn"]),
+    default: "mlp",
+  },
+  knnPerClass: {
+    env: "LAYERCACHE_KNN_PER_CLASS",
+    doc: "knn and mlp+knn heads: newest pooled activations kept per class and exit (memory and query cost grow with it).",
+    schema: int(1, 4096),
+    default: "64",
+  },
+  knnK: {
+    env: "LAYERCACHE_KNN_K",
+    doc: "knn and mlp+knn heads: nearest remembered activations that vote on a frame's class.",
+    schema: int(1, 256),
+    default: "10",
+  },
   targetAgreement: {
     env: "LAYERCACHE_TARGET_AGREEMENT",
     doc: "Share of early answers that must equal the backbone's, proven at the confidence level.",

@@ -176,6 +176,9 @@ class PipelineWorker implements RunningWorker {
         floorAgreement: c.floorAgreement,
         confidenceLevel: c.confidenceLevel,
         auditRate: c.auditRate,
+        headKind: c.headKind,
+        knnPerClass: c.knnPerClass,
+        knnK: c.knnK,
         // OnlineCache leaves the exact cache off whenever the cache is off.
         exactCacheEntries: c.exactCacheEntries,
         ...cache,

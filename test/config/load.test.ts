@@ -85,6 +85,20 @@ describe("loadConfig", () => {
     );
   });
 
+  it("chooses the exit heads' kind and the nearest-neighbour memory's size", () => {
+    const c = loadConfig({
+      LAYERCACHE_HEAD_KIND: "mlp+knn",
+      LAYERCACHE_KNN_PER_CLASS: "32",
+      LAYERCACHE_KNN_K: "5",
+    });
+    expect([c.headKind, c.knnPerClass, c.knnK]).toEqual(["mlp+knn", 32, 5]);
+    expect(loadConfig({}).headKind).toBe("mlp");
+    expect(problem(() => loadConfig({ LAYERCACHE_HEAD_KIND: "tree" }))).toContain("LAYERCACHE_HEAD_KIND");
+    expect(problem(() => loadConfig({ LAYERCACHE_KNN_PER_CLASS: "0" }))).toContain(
+      "LAYERCACHE_KNN_PER_CLASS",
+    );
+  });
+
   it("takes SASL and TLS settings only when they fit together, and masks the password", () => {
     const c = loadConfig({
       LAYERCACHE_KAFKA_SASL_MECHANISM: "scram-sha-512",
