@@ -12,9 +12,9 @@ import type { HeadKernel } from "./head-kernel.ts";
  * knn remembers examples and answers by its nearest neighbours (knn-head.ts);
  * mlp+knn is both at one exit, answering with the mean (ensemble-head.ts).
  */
-export type HeadKind = "softmax" | "mlp" | "knn" | "mlp+knn";
+export const HEAD_KINDS = ["softmax", "mlp", "knn", "mlp+knn"] as const;
 
-export const HEAD_KINDS: readonly HeadKind[] = ["softmax", "mlp", "knn", "mlp+knn"];
+export type HeadKind = (typeof HEAD_KINDS)[number];
 
 /** Whether heads of this kind keep a nearest-neighbour memory. */
 export function remembers(kind: HeadKind): boolean {

@@ -3,7 +3,7 @@
  * (bench/cache). Validated once; everything else takes them as given.
  */
 import { z } from "zod";
-import { DEFAULT_MEMORY_PER_CLASS, DEFAULT_NEIGHBOURS } from "./head-types.ts";
+import { DEFAULT_MEMORY_PER_CLASS, DEFAULT_NEIGHBOURS, HEAD_KINDS } from "./head-types.ts";
 
 export const cacheOptionsSchema = z.strictObject({
   /** Share of early answers that must equal the backbone's answer. */
@@ -24,7 +24,7 @@ export const cacheOptionsSchema = z.strictObject({
    * memory (knn), or an MLP and a memory answering together (mlp+knn);
    * docs/cache.md compares them.
    */
-  headKind: z.enum(["softmax", "mlp", "knn", "mlp+knn"]).default("mlp"),
+  headKind: z.enum(HEAD_KINDS).default("mlp"),
   /** Hidden units of the MLP head. */
   mlpHidden: z.number().int().min(4).max(1024).default(64),
   /**

@@ -5,6 +5,7 @@
  */
 import { hostname } from "node:os";
 import { z } from "zod";
+import { DEFAULT_MEMORY_PER_CLASS, DEFAULT_NEIGHBOURS, HEAD_KINDS } from "../cache/head-types.ts";
 
 export interface FieldSpec<S extends z.ZodType = z.ZodType> {
   env: string;
@@ -219,20 +220,20 @@ export const FIELDS = {
   headKind: {
     env: "LAYERCACHE_HEAD_KIND",
     doc: "Exit head: softmax, mlp, knn (nearest-neighbour memory) or mlp+knn (both; docs/cache.md compares them).",
-    schema: z.enum(["softmax", "mlp", "knn", "mlp+knn"]),
+    schema: z.enum(HEAD_KINDS),
     default: "mlp",
   },
   knnPerClass: {
     env: "LAYERCACHE_KNN_PER_CLASS",
     doc: "knn and mlp+knn heads: newest pooled activations kept per class and exit (memory and query cost grow with it).",
     schema: int(1, 4096),
-    default: "64",
+    default: String(DEFAULT_MEMORY_PER_CLASS),
   },
   knnK: {
     env: "LAYERCACHE_KNN_K",
     doc: "knn and mlp+knn heads: nearest remembered activations that vote on a frame's class.",
     schema: int(1, 256),
-    default: "10",
+    default: String(DEFAULT_NEIGHBOURS),
   },
   targetAgreement: {
     env: "LAYERCACHE_TARGET_AGREEMENT",
