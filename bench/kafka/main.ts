@@ -115,7 +115,7 @@ async function main(): Promise<number> {
             statePrefix,
           });
         }
-        const run = await runArm(ctx, { ...plan, ...(statePrefix ? { statePrefix } : {}) });
+        const run = await runArm(ctx, { ...plan, statePrefix });
         const f = armFigures(run);
         say(
           `${ARM_LABEL[arm]} #${repeat + 1}: ${f.throughput.toFixed(1)} predictions/s over ${f.spanS.toFixed(1)} s, ` +

@@ -164,32 +164,27 @@ async function main(): Promise<number> {
       arms,
     };
     if (options.plot) {
-      const over = (y: (b: Bucket) => number) => (a: SloArm) => ({
-        points: a.series.map((b) => ({ x: b.startS, y: y(b) })),
+      const perArm = (what: string, y: (b: Bucket) => number) =>
+        arms.map((a) => ({
+          name: `${a.mode} ${what}`,
+          points: a.series.map((b) => ({ x: b.startS, y: y(b) })),
+        }));
+      // A horizontal line across the whole run: the objective, the floor.
+      const times = arms.flatMap((a) => a.series.map((b) => b.startS));
+      const level = (name: string, y: number) => ({
+        name,
+        points: [Math.min(...times), Math.max(...times)].map((x) => ({ x, y })),
       });
       const time = "time since the first frame was produced, s";
-      const floor = {
-        name: `floor ${options.floor}`,
-        points: arms.flatMap((a) => a.series).map((b) => ({ x: b.startS, y: options.floor })),
-      };
       const svg = stackCharts([
+        lineChart([...perArm("p95 ms", (b) => b.p95Ms), level("objective", options.objective)], {
+          title: `p95 produce-to-prediction latency (objective ${options.objective} ms)`,
+          xLabel: time,
+          yLabel: "p95 latency, ms",
+          height: 320,
+        }),
         lineChart(
-          [
-            ...arms.map((a) => ({ name: `${a.mode} p95 ms`, ...over((b) => b.p95Ms)(a) })),
-            {
-              name: `objective`,
-              points: arms.flatMap((a) => a.series).map((b) => ({ x: b.startS, y: options.objective })),
-            },
-          ],
-          {
-            title: `p95 produce-to-prediction latency (objective ${options.objective} ms)`,
-            xLabel: time,
-            yLabel: "p95 latency, ms",
-            height: 320,
-          },
-        ),
-        lineChart(
-          arms.map((a) => ({ name: `${a.mode} backlog`, ...over((b) => b.backlog)(a) })),
+          perArm("backlog", (b) => b.backlog),
           {
             title: "backlog: frames produced and not yet answered (consumer lag)",
             xLabel: time,
@@ -198,8 +193,13 @@ async function main(): Promise<number> {
           },
         ),
         lineChart(
-          [...arms.map((a) => ({ name: `${a.mode} agreement`, ...over((b) => b.agreement)(a) })), floor],
-          { title: "agreement with the backbone's label", xLabel: time, yLabel: "agreement", height: 320 },
+          [...perArm("agreement", (b) => b.agreement), level(`floor ${options.floor}`, options.floor)],
+          {
+            title: "agreement with the backbone's label",
+            xLabel: time,
+            yLabel: "agreement",
+            height: 320,
+          },
         ),
       ]);
       writeFileSync(options.plot, svg);
