@@ -5,8 +5,8 @@
  * alarm: the exit's agreement is below target at the configured significance
  * (a one-sided binomial test on the disagreements in the window).
  *
- * After a disagreement the exit is audited ten times as often for a while, so
- * a drift that makes heads wrong is confirmed in a few dozen frames.
+ * While the window leans towards drift, the exit is audited ten times as
+ * often, so a drift that makes heads wrong is confirmed in a few dozen frames.
  *
  * In SLO mode (docs/slo.md) a frame may answer below the target's threshold,
  * where only the floor was proven. Its audit goes to a second window per exit,
@@ -19,6 +19,16 @@ import type { SeededRandom } from "./random.ts";
 import { regularizedIncompleteBeta } from "./special.ts";
 
 const BOOST = 10;
+/**
+ * The window leans towards drift while the p-value of "agreement >= target"
+ * is below this (the alarm needs it below `driftSignificance`). One
+ * disagreement among the first few dozen audits does that; the one in a
+ * hundred that an exit proven for 0.99 makes in the normal course does not,
+ * so the boost comes on when there is something to confirm and goes off
+ * again. (Boosting after every disagreement kept it on for good: at 20% of
+ * early answers, a disagreement arrived before the boost ran out.)
+ */
+const SUSPICION = 0.25;
 
 export interface AuditStats {
   audited: number;
@@ -35,7 +45,8 @@ export class ShadowAudit {
   /** Audits of answers given below the target's threshold (SLO mode), per exit. */
   private readonly lenientWindows: Uint8Array[];
   private readonly lenientCounts: { n: number; agreed: number; next: number }[];
-  private readonly boostLeft: number[];
+  /** Per exit: the window leans towards drift (SUSPICION), audits are boosted. */
+  private readonly suspicious: boolean[];
   /** Audits ever recorded and disagreements seen, per exit (for metrics). */
   readonly totals: { audited: number; agreed: number }[];
 
@@ -51,13 +62,13 @@ export class ShadowAudit {
     this.counts = Array.from({ length: exits }, () => ({ n: 0, agreed: 0, next: 0 }));
     this.lenientWindows = Array.from({ length: exits }, () => new Uint8Array(window));
     this.lenientCounts = Array.from({ length: exits }, () => ({ n: 0, agreed: 0, next: 0 }));
-    this.boostLeft = new Array<number>(exits).fill(0);
+    this.suspicious = new Array<boolean>(exits).fill(false);
     this.totals = Array.from({ length: exits }, () => ({ audited: 0, agreed: 0 }));
   }
 
   /** Whether an early answer at `exit` should be audited. */
   sample(exit: number, rng: SeededRandom): boolean {
-    const rate = this.boostLeft[exit]! > 0 ? Math.min(1, this.rate * BOOST) : this.rate;
+    const rate = this.suspicious[exit] ? Math.min(1, this.rate * BOOST) : this.rate;
     return rate > 0 && rng.uniform() < rate;
   }
 
@@ -72,8 +83,7 @@ export class ShadowAudit {
     c.next = (c.next + 1) % this.window;
     this.totals[exit]!.audited++;
     if (agreed) this.totals[exit]!.agreed++;
-    if (!agreed) this.boostLeft[exit] = this.window;
-    else if (this.boostLeft[exit]! > 0) this.boostLeft[exit]!--;
+    this.suspicious[exit] = this.below(exit, SUSPICION);
   }
 
   stats(exit: number, confidence: number, method: BoundMethod): AuditStats {
@@ -91,11 +101,21 @@ export class ShadowAudit {
    * agreement below the floor, at the configured significance.
    */
   drifted(exit: number): boolean {
+    return this.below(exit, this.significance);
+  }
+
+  /** Whether audits are boosted at an exit: its windows lean towards drift. */
+  boosted(exit: number): boolean {
+    return this.suspicious[exit]!;
+  }
+
+  /** Either window's p-value (strict against the target, lenient against the floor) is below `level`. */
+  private below(exit: number, level: number): boolean {
     const strict = this.counts[exit]!;
     const lenient = this.lenientCounts[exit]!;
     return (
-      disagreementPValue(strict.n - strict.agreed, strict.n, 1 - this.target) < this.significance ||
-      disagreementPValue(lenient.n - lenient.agreed, lenient.n, 1 - this.floor) < this.significance
+      disagreementPValue(strict.n - strict.agreed, strict.n, 1 - this.target) < level ||
+      disagreementPValue(lenient.n - lenient.agreed, lenient.n, 1 - this.floor) < level
     );
   }
 
@@ -104,6 +124,7 @@ export class ShadowAudit {
     this.windows[exit]!.fill(0);
     this.lenientCounts[exit] = { n: 0, agreed: 0, next: 0 };
     this.lenientWindows[exit]!.fill(0);
+    this.suspicious[exit] = false;
   }
 }
 
