@@ -89,7 +89,7 @@ export function buildSpan(
       (graph.output ?? []).find((o) => o.name === name) ?? invalid(`${spec.file}: no output "${name}"`);
     // Features we know how to pool are rebuilt from the activation (see
     // poolingNodes); the exporter's own pooling nodes are then dead and go.
-    const pooling = exit >= 0 ? fastPooling(manifest.exits[exit]!) : null;
+    const pooling = exit >= 0 ? gridPooling(manifest.exits[exit]!) : null;
     const keep = pooling ? neededFor(graph, [out(final).name!]) : null;
     for (const node of graph.node ?? []) {
       if (keep && !keep.has(node)) continue;
@@ -155,47 +155,51 @@ export function buildSpan(
   return ModelProto.encode(ModelProto.create(model)).finish();
 }
 
-/** The pooling tools/backbone/export.py writes: global average, then the four quadrants' averages. */
-const GLOBAL_AND_QUADRANTS = "global-average+2x2-average";
+/**
+ * The poolings tools/backbone/export.py writes: the global average, then the
+ * averages over a G x G grid of cells ("global-average+GxG-average").
+ */
+const GRID_POOLING = /^global-average\+(\d+)x\1-average$/;
 
-/** Window of the quadrant pooling for an activation of H x W: see poolingNodes. */
-interface QuadrantPooling {
+/** Window of the grid pooling for an activation of H x W: see poolingNodes. */
+interface GridPooling {
   kernel: [number, number];
   strides: [number, number];
 }
 
 /**
  * Whether an exit's features can be rebuilt by poolingNodes: the manifest's
- * pooling is the exporter's, over a [C, H, W] activation at least 2 x 2.
+ * pooling is the exporter's, over a [C, H, W] activation, with a 2 x 2 grid
+ * (the quadrants adaptive pooling takes, for any H and W of at least 2) or a
+ * finer one that divides H and W into equal cells.
  */
-function fastPooling(exit: ExitSpec): QuadrantPooling | null {
+export function gridPooling(exit: Pick<ExitSpec, "pooling" | "activation">): GridPooling | null {
+  const grid = Number(GRID_POOLING.exec(exit.pooling)?.[1]);
   const [, h, w] = exit.activation;
-  if (exit.pooling !== GLOBAL_AND_QUADRANTS || exit.activation.length !== 3 || !(h! >= 2 && w! >= 2)) {
-    return null;
+  if (exit.activation.length !== 3 || !(grid >= 2 && h! >= grid && w! >= grid)) return null;
+  if (grid === 2) {
+    return {
+      kernel: [Math.ceil(h! / 2), Math.ceil(w! / 2)],
+      strides: [Math.floor(h! / 2), Math.floor(w! / 2)],
+    };
   }
-  return {
-    kernel: [Math.ceil(h! / 2), Math.ceil(w! / 2)],
-    strides: [Math.floor(h! / 2), Math.floor(w! / 2)],
-  };
+  if (h! % grid !== 0 || w! % grid !== 0) return null;
+  return { kernel: [h! / grid, w! / grid], strides: [h! / grid, w! / grid] };
 }
 
 /**
- * The exit features in six nodes. The exporter traced the pooling from
- * PyTorch slicing, which leaves some sixty small shape-arithmetic, Slice and
- * ReduceMean nodes per exit; at batch 1 they cost about a fifth of the whole
- * network's time. The same numbers come from one GlobalAveragePool and one
- * AveragePool whose window is ceil(H/2) and stride floor(H/2): its two
- * windows per axis are [0, ceil(H/2)) and [floor(H/2), H), the quadrants
- * adaptive pooling takes. A Transpose puts them in the exporter's order:
- * the global averages of all channels, then each quadrant's (top-left,
- * top-right, bottom-left, bottom-right) for all channels.
+ * The exit features in six nodes. The exporter traced the quadrant pooling
+ * from PyTorch slicing, which leaves some sixty small shape-arithmetic, Slice
+ * and ReduceMean nodes per exit; at batch 1 they cost about a fifth of the
+ * whole network's time. The same numbers come from one GlobalAveragePool and
+ * one AveragePool: for the 2 x 2 grid its window is ceil(H/2) and stride
+ * floor(H/2), so its two windows per axis are [0, ceil(H/2)) and
+ * [floor(H/2), H), the quadrants adaptive pooling takes; a finer grid's
+ * cells are equal and do not overlap. A Transpose puts them in the exporter's
+ * order: the global averages of all channels, then each cell's, row by row
+ * (for 2 x 2: top-left, top-right, bottom-left, bottom-right), for all channels.
  */
-function poolingNodes(
-  prefix: string,
-  act: string,
-  pooling: QuadrantPooling,
-  output: string,
-): onnx.INodeProto[] {
+function poolingNodes(prefix: string, act: string, pooling: GridPooling, output: string): onnx.INodeProto[] {
   const ints = (name: string, values: number[]): onnx.IAttributeProto => ({
     name,
     type: AttributeProto.AttributeType.INTS,
@@ -217,13 +221,13 @@ function poolingNodes(
   return [
     node("GlobalAveragePool", [act], t("global4d")),
     node("Flatten", [t("global4d")], t("global"), [int("axis", 1)]),
-    node("AveragePool", [act], t("quadrants4d"), [
+    node("AveragePool", [act], t("cells4d"), [
       ints("kernel_shape", pooling.kernel),
       ints("strides", pooling.strides),
     ]),
-    node("Transpose", [t("quadrants4d")], t("quadrantsLast"), [ints("perm", [0, 2, 3, 1])]),
-    node("Flatten", [t("quadrantsLast")], t("quadrants"), [int("axis", 1)]),
-    node("Concat", [t("global"), t("quadrants")], output, [int("axis", 1)]),
+    node("Transpose", [t("cells4d")], t("cellsLast"), [ints("perm", [0, 2, 3, 1])]),
+    node("Flatten", [t("cellsLast")], t("cells"), [int("axis", 1)]),
+    node("Concat", [t("global"), t("cells")], output, [int("axis", 1)]),
   ];
 }
 

@@ -22,7 +22,7 @@
  *   16+4E   4·ΣD f32  pooled features, exit after exit
  *   ...     4·C f32   target distribution
  *
- * About 14 KB for a backbone example of the bundled model (7 exits, 3520
+ * About 20 KB for a backbone example of the bundled model (7 exits, 4960
  * features, 10 classes). Decoding trusts nothing: sizes must match the model's
  * layout, every number must be finite, the target must be a distribution.
  * Problems are STATE_INVALID.

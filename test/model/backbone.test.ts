@@ -8,7 +8,7 @@ import { join } from "node:path";
 import onnxProto from "onnx-proto";
 import { SegmentedBackbone } from "../../src/model/backbone.ts";
 import type { Manifest } from "../../src/model/manifest.ts";
-import { buildSpan } from "../../src/model/spans.ts";
+import { buildSpan, gridPooling } from "../../src/model/spans.ts";
 import { Preprocessor } from "../../src/model/preprocess.ts";
 import { MODEL_DIR, argmax, testSplit } from "../helpers/model.ts";
 
@@ -85,12 +85,27 @@ describe("SegmentedBackbone", () => {
     const { segments, weights } = await modelFiles(model.manifest);
     const fused = ModelProto.decode(buildSpan(model.manifest, segments, weights, { first: 0, last: 2 }));
     const ops = (fused.graph?.node ?? []).map((n) => n.opType);
-    // Segment files pool with Slice/ReduceMean chains; the span does not carry them over.
-    const sliced = ModelProto.decode(segments[0]!).graph!.node!.filter((n) => n.opType === "Slice");
+    // Segment files pool their quadrants with Slice/ReduceMean chains; the span does not carry them over.
+    const sliced = ModelProto.decode(segments[1]!).graph!.node!.filter((n) => n.opType === "Slice");
     expect(sliced.length).toBeGreaterThan(0);
     expect(ops.filter((op) => op === "Slice" || op === "ReduceMean")).toEqual([]);
     expect(ops.filter((op) => op === "AveragePool")).toHaveLength(3);
     expect(ops.filter((op) => op === "GlobalAveragePool")).toHaveLength(3);
+  });
+
+  it("pools exit 0 over a 7x7 grid of equal cells and the other exits over adaptive quadrants", () => {
+    const [first, second] = model.manifest.exits;
+    expect(first).toMatchObject({ pooling: "global-average+7x7-average", size: 32 * 50 });
+    expect(gridPooling(first!)).toEqual({ kernel: [4, 4], strides: [4, 4] });
+    expect(second).toMatchObject({ pooling: "global-average+2x2-average", size: 32 * 5 });
+    // Quadrants of an odd side overlap in the middle row, as adaptive pooling takes them.
+    const pooling = "global-average+2x2-average";
+    expect(gridPooling({ pooling, activation: [128, 7, 7] })).toEqual({ kernel: [4, 4], strides: [3, 3] });
+    // A finer grid must cut the activation into equal cells; other poolings are not rebuilt.
+    expect(gridPooling({ pooling: "global-average+4x4-average", activation: [64, 14, 14] })).toBeNull();
+    expect(gridPooling({ pooling: "global-average+7x7-average", activation: [64, 14, 14] })).not.toBeNull();
+    expect(gridPooling({ pooling: "global-max", activation: [64, 14, 14] })).toBeNull();
+    expect(gridPooling({ pooling: "global-average+2x3-average", activation: [64, 14, 14] })).toBeNull();
   });
 
   it("reproduces the manifest's test accuracy over all 10,000 test images", async () => {

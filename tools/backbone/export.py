@@ -13,9 +13,10 @@ Writes, into --out:
   manifest.json                      see docs/model-manifest.md.
 
 Pooled features at an exit, for an activation with C channels: the global average (C values),
-then the 2x2 adaptive average over the quadrants top-left, top-right, bottom-left, bottom-right
-(4C values, quadrants split as adaptive pooling does: rows [0, ceil(H/2)) and [floor(H/2), H)),
-so 5C values in all.
+then the averages over a G x G grid of cells, row by row, each for all channels (G*G*C values).
+G is 2 (the quadrants, split as adaptive pooling does: rows [0, ceil(H/2)) and [floor(H/2), H))
+except where POOLING_GRID says otherwise: exit 0 takes a 7x7 grid of 4x4 cells, whose heads
+answer far more frames than the quadrants' (docs/cache.md, "Exit features").
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import numpy as np
 import onnx
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from onnx import numpy_helper, shape_inference
 
 from model import FashionResNet18
@@ -37,8 +39,26 @@ CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shi
 OPSET = 13
 
 
-def pooled_features(x: torch.Tensor) -> torch.Tensor:
+# Cells per side of the pooling grid at an exit, where it is not 2; a finer grid must divide
+# the activation's height and width.
+POOLING_GRID = {0: 7}
+
+
+def pooling_grid(exit_index: int) -> int:
+    return POOLING_GRID.get(exit_index, 2)
+
+
+def pooling_name(grid: int) -> str:
+    """The manifest's name of the pooling (src/model/spans.ts rebuilds it from the name)."""
+    return f"global-average+{grid}x{grid}-average"
+
+
+def pooled_features(x: torch.Tensor, grid: int = 2) -> torch.Tensor:
     h, w = x.shape[2], x.shape[3]
+    if grid != 2:
+        assert h % grid == 0 and w % grid == 0, f"a {grid}x{grid} grid does not divide {h}x{w}"
+        cells = F.avg_pool2d(x, (h // grid, w // grid))
+        return torch.cat([x.mean(dim=(2, 3)), cells.permute(0, 2, 3, 1).flatten(1)], dim=1)
     rows = [(0, (h + 1) // 2), (h // 2, h)]
     cols = [(0, (w + 1) // 2), (w // 2, w)]
     parts = [x.mean(dim=(2, 3))]
@@ -64,7 +84,7 @@ class Segment(nn.Module):
         x = self.block(x)
         if self.last:
             return self.net.head(x)
-        return x, pooled_features(x)
+        return x, pooled_features(x, pooling_grid(self.index))
 
 
 def export(module: nn.Module, example: torch.Tensor, path: Path, outputs: list[str]) -> None:
@@ -112,6 +132,14 @@ def share_weights(paths: list[Path], out: Path, name: str = "weights.bin") -> No
                     entry = t.external_data.add()
                     entry.key, entry.value = k, v
             onnx.save(model, str(path))
+
+
+def model_digest(files: list[Path]) -> str:
+    """The model id's hash: the segments, full.onnx and weights.bin, in that order."""
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def dims(value_info) -> list[int | str]:
@@ -192,9 +220,7 @@ def main() -> None:
     macs = {f.name: count_macs(f) for f in files}
     share_weights(files, args.out)
     files.append(args.out / "weights.bin")
-    digest = hashlib.sha256()
-    for f in files:
-        digest.update(f.read_bytes())
+    digest = model_digest(files)
     for s in segments:
         s["macs"] = macs[s["file"]]
     exits = []
@@ -206,13 +232,13 @@ def main() -> None:
             "afterSegment": s["index"],
             "feature": "feat",
             "size": feat["shape"][0],
-            "pooling": "global-average+2x2-average",
+            "pooling": pooling_name(pooling_grid(s["index"])),
             "activation": act["shape"],
         })
     manifest = {
         "format": 1,
         "name": args.name,
-        "modelId": f"{args.name}-{digest.hexdigest()[:16]}",
+        "modelId": f"{args.name}-{digest}",
         "input": {
             "name": "x",
             "shape": [1, 28, 28],
