@@ -88,7 +88,7 @@ export function headFromBytes(bytes: Uint8Array, options: Partial<HeadOptions> =
     case "memory":
       return NearestNeighbourHead.fromState(decoded.shape, decoded.memory);
     case "ensemble": {
-      const mlp = new MlpHead(decoded.mlp.shape, new SeededRandom(0), options);
+      const mlp = new MlpHead(decoded.mlp.shape, null, options);
       mlp.loadState(decoded.mlp.state);
       const memory = NearestNeighbourHead.fromState(decoded.memory.shape, decoded.memory.memory);
       return new EnsembleHead(mlp, memory);
@@ -98,8 +98,7 @@ export function headFromBytes(bytes: Uint8Array, options: Partial<HeadOptions> =
       const head =
         shape.kind === "softmax"
           ? new SoftmaxRegression(shape, options)
-          : // The random initialisation is overwritten by the decoded weights at once.
-            new MlpHead(shape, new SeededRandom(0), options);
+          : new MlpHead(shape, null, options);
       head.loadState(state);
       return head;
     }

@@ -30,9 +30,12 @@ export class MlpHead extends HeadBase {
   /**
    * Weights are drawn from `random`: W1 with He initialisation N(0, 2/D)
    * because a ReLU follows it, W2 with N(0, 1/H) because a softmax does
-   * (initial logits of unit scale). Biases start at zero.
+   * (initial logits of unit scale). Biases start at zero. Without `random`
+   * every parameter starts at zero, for a head whose weights are loaded at
+   * once (headFromBytes): drawing 100k Gaussians for nothing cost more than
+   * the decoding itself.
    */
-  constructor(shape: MlpHeadShape, random: SeededRandom, options: Partial<HeadOptions> = {}) {
+  constructor(shape: MlpHeadShape, random: SeededRandom | null, options: Partial<HeadOptions> = {}) {
     const { inputSize: d, hidden: h, classes: c } = shape;
     super({ kind: "mlp", inputSize: d, hidden: h, classes: c }, options, h * d + c * h);
     this.hidden = h;
@@ -42,8 +45,8 @@ export class MlpHead extends HeadBase {
     this.preActivation = new Float64Array(h);
     this.activation = new Float64Array(h);
     this.dActivation = new Float64Array(h);
-    random.fillGaussian(this.params.subarray(0, this.w2Offset), Math.sqrt(2 / d));
-    random.fillGaussian(this.params.subarray(this.w2Offset, this.b1Offset), Math.sqrt(1 / h));
+    random?.fillGaussian(this.params.subarray(0, this.w2Offset), Math.sqrt(2 / d));
+    random?.fillGaussian(this.params.subarray(this.w2Offset, this.b1Offset), Math.sqrt(1 / h));
   }
 
   macs(): number {
