@@ -4,7 +4,8 @@
  *
  * Replays the Fashion-MNIST test split as a stream (seeded shuffle, cold
  * start, labels never shown to the engine) through the backbone alone and
- * through the online cache, in the same run, and prints what the cache saved
+ * through the online cache, side by side batch by batch (arms.ts, runArms),
+ * and prints what the cache saved
  * and what it cost in agreement and accuracy, and how the savings grow over
  * the stream (MACs saved per 1,000-frame window). With --compare-heads the cache
  * arm runs once per head kind (mlp, knn, mlp+knn) after the one backbone arm,
@@ -25,7 +26,7 @@ import { progress } from "../lib/progress.ts";
 import { shuffled, summarize, table } from "../lib/stats.ts";
 import { lineChart } from "../lib/svg.ts";
 import type { ArmResult, Stream } from "./arms.ts";
-import { runBackboneArm, runCacheArm } from "./arms.ts";
+import { backboneArm, cacheArm, runArms, runBackboneArm, runCacheArm } from "./arms.ts";
 import { compareHeads, comparisonTable, COMPARED_KINDS } from "./compare.ts";
 import type { Figures } from "./report.ts";
 import { armFigures, macsSavedByWindow, oracleMacsSavedPct, slice } from "./report.ts";
@@ -101,18 +102,18 @@ async function main(): Promise<void> {
     `model ${model.manifest.modelId}, ${count} frames, batch ${batch}, ${opt.threads} thread(s), head ${heads}`,
   );
   const bar = (name: string) => progress(name, count, !opt.json && process.stderr.isTTY === true);
-  const base = await runBackboneArm(model, stream, batch, bar("backbone"));
   if (opt.compareHeads) {
+    const base = await runBackboneArm(model, stream, batch, bar("backbone"));
     await compare(model, stream, batch, options, base);
     return;
   }
-  const cached = await runCacheArm(
-    model,
+  // Side by side, batch by batch: both arms see the same stretch of the machine's speed.
+  const [base, cached] = (await runArms(
+    [backboneArm(model, stream), await cacheArm(model, stream, options)],
     stream,
     batch,
-    options,
-    progress("cache", count, !opt.json && process.stderr.isTTY === true),
-  );
+    bar("backbone and cache"),
+  )) as [ArmResult, ArmResult];
   const baseLabels = base.frames.map((f) => f.label);
   const firstExit = cached.frames.findIndex((f) => f.exit >= 0);
   const whole = armFigures(base, cached, stream, model.manifest.full.macs, model.exitCount);

@@ -75,8 +75,15 @@ export const cacheOptionsSchema = z.strictObject({
   warmupCalibrationFrames: z.number().int().min(0).max(100_000).default(1000),
   /** Held-out frames kept for calibration (newest win). */
   calibrationCapacity: z.number().int().min(100).max(100_000).default(5000),
-  /** Re-calibrate (and publish a new heads version) after this many frames observed. */
+  /**
+   * Re-calibrate (and publish a new heads version) after this many frames
+   * observed, while the heads train at the warm-up rate; after that every
+   * `steadyPublishEvery`. Each calibration scores every held-out frame with
+   * every head, and once the heads change slowly most of that work would only
+   * repeat the last one's (a drift alarm publishes at once either way).
+   */
   publishEvery: z.number().int().min(1).max(100_000).default(200),
+  steadyPublishEvery: z.number().int().min(1).max(100_000).default(1000),
   /** Recent audits per exit that the drift check looks at. */
   auditWindow: z.number().int().min(10).max(100_000).default(200),
   /** Significance of the drift alarm: agreement below target at this level closes the exit. */

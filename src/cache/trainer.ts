@@ -183,12 +183,14 @@ export class HeadTrainer implements CacheObserver {
 
   /**
    * Trains, checks the audit, and returns a new snapshot when one is due
-   * (every `publishEvery` observed frames, or at once after a drift alarm).
+   * (every `publishEvery` observed frames while training at the warm-up rate,
+   * every `steadyPublishEvery` after, and at once after a drift alarm).
    */
   async maintain(modelId: string): Promise<CacheSnapshot | undefined> {
     await this.train();
     const drifted = this.checkDrift();
-    if (!drifted && this.sincePublish < this.options.publishEvery) return undefined;
+    const every = this.warmupLeft > 0 ? this.options.publishEvery : this.options.steadyPublishEvery;
+    if (!drifted && this.sincePublish < every) return undefined;
     this.sincePublish = 0;
     return this.snapshot(modelId);
   }

@@ -427,7 +427,14 @@ describe("HeadTrainer with memory heads", () => {
   }
 
   async function run(headKind: "knn" | "mlp+knn") {
-    const options = cacheOptions({ headKind, trainBatch: 8, publishEvery: 1, seed: 3, knnPerClass: 64 });
+    const options = cacheOptions({
+      headKind,
+      trainBatch: 8,
+      publishEvery: 1,
+      steadyPublishEvery: 1,
+      seed: 3,
+      knnPerClass: 64,
+    });
     const audit = new ShadowAudit(sizes.length, 0, 50, options.targetAgreement, options.driftSignificance);
     const trainer = new HeadTrainer(manifest, options, audit, 0, kernels);
     const rng = new SeededRandom(17);

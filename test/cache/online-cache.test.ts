@@ -102,6 +102,7 @@ describe("OnlineCache", () => {
         calibrationCapacity: 3000,
         stepsPerExample: 0.25,
         publishEvery: 100,
+        steadyPublishEvery: 100,
       }),
     );
 

@@ -63,6 +63,7 @@ describe("InferenceClient", () => {
     const cache = cacheOptions({
       auditRate: 0.5,
       publishEvery: 50,
+      steadyPublishEvery: 50,
       confidenceLevel: 0.5,
       targetAgreement: 0.9,
       warmupCalibrationRate: 0.5,

@@ -56,6 +56,7 @@ describe("OnlineCache in a fleet", () => {
     targetAgreement: 0.9,
     confidenceLevel: 0.5,
     publishEvery: 50,
+    steadyPublishEvery: 50,
   });
 
   beforeAll(async () => {

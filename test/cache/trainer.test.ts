@@ -1,0 +1,33 @@
+/**
+ * The trainer's publishing cadence. Real manifest and onnxruntime kernels;
+ * constant features, since what is learned does not matter here.
+ */
+import { describe, expect, it } from "vitest";
+import { ShadowAudit } from "../../src/cache/audit.ts";
+import { cacheOptions } from "../../src/cache/options.ts";
+import { HeadTrainer } from "../../src/cache/trainer.ts";
+import { loadManifest } from "../../src/model/manifest.ts";
+import { MODEL_DIR } from "../helpers/model.ts";
+
+describe("HeadTrainer", () => {
+  it("publishes every publishEvery frames while training at the warm-up rate, every steadyPublishEvery after", async () => {
+    const manifest = loadManifest(MODEL_DIR);
+    const options = cacheOptions({
+      publishEvery: 10,
+      steadyPublishEvery: 40,
+      trainingWarmupExamples: 20,
+      trainBatch: 8,
+    });
+    const audit = new ShadowAudit(manifest.exits.length, 0, 50, 0.99, 0.01);
+    const trainer = new HeadTrainer(manifest, options, audit);
+    const features = manifest.exits.map((e) => new Float32Array(e.size).fill(0.5));
+    const logits = Float32Array.from({ length: manifest.classes.length }, (_, c) => c);
+    const publishedAt: number[] = [];
+    for (let frame = 1; frame <= 120; frame++) {
+      trainer.onBackboneFrame(features, logits, false);
+      if (await trainer.maintain(manifest.modelId)) publishedAt.push(frame);
+    }
+    // Frame 20 ends the warm-up; from then on the steady cadence counts from the last publish (10).
+    expect(publishedAt).toEqual([10, 50, 90]);
+  });
+});
