@@ -161,14 +161,3 @@ export async function runCacheArm(
   const [result] = await runArms([await cacheArm(model, stream, options)], stream, batch, bar);
   return result!;
 }
-
-/** The backbone arm alone. */
-export async function runBackboneArm(
-  model: SegmentedBackbone,
-  stream: Stream,
-  batch: number,
-  bar: Progress,
-): Promise<ArmResult> {
-  const [result] = await runArms([backboneArm(model, stream)], stream, batch, bar);
-  return result!;
-}

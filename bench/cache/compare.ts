@@ -12,7 +12,7 @@ import type { LatencySummary } from "../lib/stats.ts";
 import { table } from "../lib/stats.ts";
 import type { Progress } from "../lib/progress.ts";
 import type { ArmResult, Stream } from "./arms.ts";
-import { runCacheArm } from "./arms.ts";
+import { backboneArm, cacheArm, runArms } from "./arms.ts";
 import { armFigures, oracleMacsSavedPct } from "./report.ts";
 
 export const COMPARED_KINDS: readonly HeadKind[] = ["mlp", "knn", "mlp+knn"];
@@ -46,22 +46,27 @@ export interface HeadComparison {
   lastHeadMacs: number;
 }
 
-/** Runs the cache arm for each kind in turn and measures it against `base`. */
+/**
+ * Runs the backbone arm and a cache arm for each kind side by side, batch by
+ * batch (runArms), and measures each cache arm against the backbone's.
+ */
 export async function compareHeads(
   model: SegmentedBackbone,
   stream: Stream,
   batch: number,
   options: CacheOptionsInput,
-  base: ArmResult,
-  bar: (name: string) => Progress,
-): Promise<HeadComparison[]> {
+  bar: Progress,
+): Promise<{ base: ArmResult; rows: HeadComparison[] }> {
   const m = model.manifest;
-  const baseLabels = base.frames.map((f) => f.label);
+  const arms = [backboneArm(model, stream)];
+  for (const head of COMPARED_KINDS) arms.push(await cacheArm(model, stream, { ...options, headKind: head }));
+  const [base, ...cached] = await runArms(arms, stream, batch, bar);
+  const baseLabels = base!.frames.map((f) => f.label);
   const rows: HeadComparison[] = [];
-  for (const head of COMPARED_KINDS) {
-    const arm = await runCacheArm(model, stream, batch, { ...options, headKind: head }, bar(head));
+  for (const [k, head] of COMPARED_KINDS.entries()) {
+    const arm = cached[k]!;
     const cache = arm.cache!;
-    const f = armFigures(base, arm, stream, m.full.macs, model.exitCount);
+    const f = armFigures(base!, arm, stream, m.full.macs, model.exitCount);
     const snapshot = cache.engine.current;
     const last = snapshot.heads.at(-1);
     rows.push({
@@ -85,7 +90,7 @@ export async function compareHeads(
     });
     await cache.close();
   }
-  return rows;
+  return { base: base!, rows };
 }
 
 const pct = (x: number) => `${x.toFixed(2)}%`;

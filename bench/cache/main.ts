@@ -7,9 +7,9 @@
  * through the online cache, side by side batch by batch (arms.ts, runArms),
  * and prints what the cache saved
  * and what it cost in agreement and accuracy, and how the savings grow over
- * the stream (MACs saved per 1,000-frame window). With --compare-heads the cache
- * arm runs once per head kind (mlp, knn, mlp+knn) after the one backbone arm,
- * and one table compares them (compare.ts).
+ * the stream (MACs saved per 1,000-frame window). With --compare-heads a cache
+ * arm per head kind (mlp, knn, mlp+knn) runs side by side with the backbone
+ * arm, and one table compares them (compare.ts).
  */
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -22,11 +22,12 @@ import { SeededRandom } from "../../src/cache/random.ts";
 import { SegmentedBackbone } from "../../src/model/backbone.ts";
 import { loadIdxDataset } from "../../src/model/idx.ts";
 import { Preprocessor } from "../../src/model/preprocess.ts";
+import type { Progress } from "../lib/progress.ts";
 import { progress } from "../lib/progress.ts";
 import { shuffled, summarize, table } from "../lib/stats.ts";
 import { lineChart } from "../lib/svg.ts";
 import type { ArmResult, Stream } from "./arms.ts";
-import { backboneArm, cacheArm, runArms, runBackboneArm, runCacheArm } from "./arms.ts";
+import { backboneArm, cacheArm, runArms, runCacheArm } from "./arms.ts";
 import { compareHeads, comparisonTable, COMPARED_KINDS } from "./compare.ts";
 import type { Figures } from "./report.ts";
 import { armFigures, macsSavedByWindow, oracleMacsSavedPct, slice } from "./report.ts";
@@ -103,8 +104,7 @@ async function main(): Promise<void> {
   );
   const bar = (name: string) => progress(name, count, !opt.json && process.stderr.isTTY === true);
   if (opt.compareHeads) {
-    const base = await runBackboneArm(model, stream, batch, bar("backbone"));
-    await compare(model, stream, batch, options, base);
+    await compare(model, stream, batch, options, bar(`backbone, ${heads}`));
     return;
   }
   // Side by side, batch by batch: both arms see the same stretch of the machine's speed.
@@ -275,11 +275,9 @@ async function compare(
   stream: Stream,
   batch: number,
   options: CacheOptionsInput,
-  base: ArmResult,
+  bar: Progress,
 ): Promise<void> {
-  const rows = await compareHeads(model, stream, batch, options, base, (name) =>
-    progress(name, stream.count, !opt.json && process.stderr.isTTY === true),
-  );
+  const { base, rows } = await compareHeads(model, stream, batch, options, bar);
   const correct = base.frames.filter((f, i) => f.label === stream.labels[i]).length;
   const backbone = {
     accuracy: correct / stream.count,
