@@ -13,7 +13,7 @@ import type { ExitHead, HeadKind, HeadOptions } from "./head-types.ts";
 import { DEFAULT_MEMORY_PER_CLASS, DEFAULT_NEIGHBOURS } from "./head-types.ts";
 import { NearestNeighbourHead } from "./knn-head.ts";
 import { MlpHead } from "./mlp-head.ts";
-import { SeededRandom } from "./random.ts";
+import type { SeededRandom } from "./random.ts";
 import { SoftmaxRegression } from "./softmax-head.ts";
 
 export type { ExitHead, HeadKind, HeadOptions, HeadShape, HeadState } from "./head-types.ts";
