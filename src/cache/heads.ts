@@ -96,9 +96,7 @@ export function headFromBytes(bytes: Uint8Array, options: Partial<HeadOptions> =
     case "parametric": {
       const { shape, state } = decoded;
       const head =
-        shape.kind === "softmax"
-          ? new SoftmaxRegression(shape, options)
-          : new MlpHead(shape, null, options);
+        shape.kind === "softmax" ? new SoftmaxRegression(shape, options) : new MlpHead(shape, null, options);
       head.loadState(state);
       return head;
     }
