@@ -150,7 +150,7 @@ export async function cacheArm(
   };
 }
 
-/** The cache arm alone (compare-heads, the target sweep: there the MACs matter, not the clock). */
+/** The cache arm alone (the target sweep of --plot: there the MACs matter, not the clock). */
 export async function runCacheArm(
   model: SegmentedBackbone,
   stream: Stream,

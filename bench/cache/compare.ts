@@ -60,13 +60,15 @@ export async function compareHeads(
   const m = model.manifest;
   const arms = [backboneArm(model, stream)];
   for (const head of COMPARED_KINDS) arms.push(await cacheArm(model, stream, { ...options, headKind: head }));
-  const [base, ...cached] = await runArms(arms, stream, batch, bar);
-  const baseLabels = base!.frames.map((f) => f.label);
+  const results = await runArms(arms, stream, batch, bar);
+  const base = results[0]!;
+  const cached = results.slice(1);
+  const baseLabels = base.frames.map((f) => f.label);
   const rows: HeadComparison[] = [];
   for (const [k, head] of COMPARED_KINDS.entries()) {
     const arm = cached[k]!;
     const cache = arm.cache!;
-    const f = armFigures(base!, arm, stream, m.full.macs, model.exitCount);
+    const f = armFigures(base, arm, stream, m.full.macs, model.exitCount);
     const snapshot = cache.engine.current;
     const last = snapshot.heads.at(-1);
     rows.push({
@@ -90,7 +92,7 @@ export async function compareHeads(
     });
     await cache.close();
   }
-  return { base: base!, rows };
+  return { base, rows };
 }
 
 const pct = (x: number) => `${x.toFixed(2)}%`;
