@@ -119,6 +119,11 @@ export class EnsembleHead implements ExitHead {
     return this.mlp.trainBatchWith(kernel, features, targets, n);
   }
 
+  /** The MLP's parameters (the memory has none). */
+  parameters(): Float32Array {
+    return this.mlp.parameters();
+  }
+
   remember(features: Float32Array, target: Float32Array): void {
     this.memory.remember(features, target);
   }

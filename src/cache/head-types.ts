@@ -54,6 +54,11 @@ export interface ExitHead {
   /** Weights and input statistics (not the optimizer state) in the head codec format. */
   toBytes(): Uint8Array;
   /**
+   * The live flat parameters a gradient step changes (writes take effect);
+   * absent for a head that learns only by remembering.
+   */
+  parameters?(): Float32Array;
+  /**
    * False for heads that learn only by remembering (the nearest-neighbour
    * memory): the trainer takes no gradient steps on them, since replayed
    * mini-batches would store the same example many times. Absent means true.

@@ -46,6 +46,13 @@ export const cacheOptionsSchema = z.strictObject({
    * frames that reach the end.
    */
   teachEarlierExits: z.boolean().default(true),
+  /**
+   * Decay of the moving average of each head's parameters that the trainer
+   * publishes (averaging.ts); the head itself keeps training on its live
+   * parameters. 0 publishes the live parameters. Over seeds 1-3 of
+   * `npm run bench`, 0.99 saved more MACs than no averaging (docs/cache.md).
+   */
+  parameterAveraging: z.number().min(0).max(0.9999).default(0.99),
   /** Mini-batch size of a head update. */
   trainBatch: z.number().int().min(1).max(4096).default(64),
   /** Mini-batch updates per new training example (off the per-frame path), for the first `trainingWarmupExamples`. */

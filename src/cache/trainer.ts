@@ -23,6 +23,7 @@ import type { ExitCosts, ExitDecision } from "./planner.ts";
 import { planExits } from "./planner.ts";
 import { SeededRandom } from "./random.ts";
 import { ReplayBuffer } from "./replay.ts";
+import { ParameterAverage } from "./averaging.ts";
 import type { CacheSnapshot } from "./state.ts";
 import { argmax } from "./head-math.ts";
 
@@ -57,6 +58,8 @@ export class HeadTrainer implements CacheObserver {
     rememberMs: 0,
   };
   private readonly heads: (ExitHead | null)[];
+  /** Per exit: the moving average of its head's parameters, which snapshots publish. */
+  private readonly averages: ParameterAverage[];
   private readonly sizes: number[];
   private readonly classes: number;
   private readonly rng: SeededRandom;
@@ -83,6 +86,7 @@ export class HeadTrainer implements CacheObserver {
     this.replay = new ReplayBuffer(options.replayCapacity, this.sizes, this.classes);
     this.calibration = new CalibrationSet(options.calibrationCapacity, this.sizes);
     this.heads = this.sizes.map(() => null);
+    this.averages = this.sizes.map(() => new ParameterAverage(options.parameterAveraging));
     this.rng = new SeededRandom(options.seed);
     this.target = new Float32Array(this.classes);
     this.batchFeatures = this.sizes.map((d) => new Float32Array(options.trainBatch * d));
@@ -96,9 +100,10 @@ export class HeadTrainer implements CacheObserver {
    * A trainer that carries on from a published snapshot, another replica's
    * work (docs/sharing.md): its heads, copied through the codec so that
    * training never touches the heads an engine answers with, and versions
-   * above `startVersion`. The optimizer state, the replay window and the
-   * calibration set start empty; heads with an open exit skip the warm-up
-   * training rate.
+   * above `startVersion`. The optimizer state, the replay window, the
+   * calibration set and the parameter averages start empty (the snapshot's
+   * heads already carry averaged parameters, which the live heads start
+   * from); heads with an open exit skip the warm-up training rate.
    */
   static fromSnapshot(
     manifest: Manifest,
@@ -210,6 +215,7 @@ export class HeadTrainer implements CacheObserver {
         this.replay.sample(e, batch, this.rng, this.batchFeatures[e]!, this.batchTargets);
         const kernel = await this.kernels.get(head.shape);
         await head.trainBatchWith(kernel, this.batchFeatures[e]!, this.batchTargets, batch);
+        if (head.parameters) this.averages[e]!.update(head.parameters());
         stepped = true;
       }
       if (stepped) this.stats.steps++;
@@ -228,13 +234,19 @@ export class HeadTrainer implements CacheObserver {
     this.replay.keepNewest(Math.max(this.options.trainBatch, this.options.replayCapacity >> 3));
     for (const head of this.heads) head?.keepNewest?.(Math.max(1, this.options.knnPerClass >> 3));
     for (let e = 0; e < this.sizes.length; e++) this.audit.reset(e);
+    for (const average of this.averages) average.reset();
     return true;
   }
 
   private async snapshot(modelId: string): Promise<CacheSnapshot> {
     const t0 = performance.now();
-    // Publish copies: the engine must never see a head mid-update.
-    const heads = this.heads.map((h) => (h ? headFromBytes(h.toBytes()) : null));
+    // Publish copies, with the averaged parameters: the engine must never see a head mid-update.
+    const heads = this.heads.map((h, e) => {
+      if (!h) return null;
+      const copy: ExitHead = headFromBytes(h.toBytes());
+      if (copy.parameters) this.averages[e]!.applyTo(copy.parameters());
+      return copy;
+    });
     let decisions: ExitDecision[] = await planExits(
       heads,
       this.calibration,

@@ -30,4 +30,34 @@ describe("HeadTrainer", () => {
     // Frame 20 ends the warm-up; from then on the steady cadence counts from the last publish (10).
     expect(publishedAt).toEqual([10, 50, 90]);
   });
+
+  it("publishes the moving average of each head's parameters, and keeps training the live ones", async () => {
+    const manifest = loadManifest(MODEL_DIR);
+    const run = async (parameterAveraging: number) => {
+      const options = cacheOptions({ publishEvery: 40, trainBatch: 8, parameterAveraging, seed: 3 });
+      const audit = new ShadowAudit(manifest.exits.length, 0, 50, 0.99, 0.01);
+      const trainer = new HeadTrainer(manifest, options, audit);
+      const c = manifest.classes.length;
+      let published;
+      for (let frame = 1; frame <= 40; frame++) {
+        // Two alternating inputs with different targets: the live parameters keep moving.
+        const features = manifest.exits.map((e) => new Float32Array(e.size).fill(frame % 2));
+        const logits = Float32Array.from({ length: c }, (_, k) => (k === frame % 2 ? 4 : 0));
+        trainer.onBackboneFrame(features, logits, false);
+        published = (await trainer.maintain(manifest.modelId)) ?? published;
+      }
+      return { trainer, snapshot: published! };
+    };
+    const averaged = await run(0.99);
+    const live = await run(0);
+    const p = (h: unknown) => (h as { parameters(): Float32Array }).parameters();
+    // Same seed, same steps: the live parameters agree; only the averaged run publishes something else.
+    expect(Array.from(p(averaged.trainer["heads"][0]))).toEqual(Array.from(p(live.trainer["heads"][0])));
+    expect(Array.from(p(live.snapshot.heads[0]))).toEqual(Array.from(p(live.trainer["heads"][0])));
+    const published = p(averaged.snapshot.heads[0]);
+    const trained = p(averaged.trainer["heads"][0]);
+    let differ = 0;
+    for (let i = 0; i < trained.length; i++) if (published[i] !== trained[i]) differ++;
+    expect(differ).toBeGreaterThan(trained.length / 2);
+  });
 });
