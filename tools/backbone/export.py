@@ -15,7 +15,7 @@ Writes, into --out:
 Pooled features at an exit, for an activation with C channels: the global average (C values),
 then the averages over a G x G grid of cells, row by row, each for all channels (G*G*C values).
 G is 2 (the quadrants, split as adaptive pooling does: rows [0, ceil(H/2)) and [floor(H/2), H))
-except where POOLING_GRID says otherwise: exit 0 takes a 7x7 grid of 4x4 cells, whose heads
+except where POOLING_GRID (pooling.py) says otherwise: exit 0 takes a 7x7 grid of 4x4 cells, whose heads
 answer far more frames than the quadrants' (docs/cache.md, "Exit features").
 """
 from __future__ import annotations
@@ -33,24 +33,11 @@ import torch.nn.functional as F
 from onnx import numpy_helper, shape_inference
 
 from model import FashionResNet18
+from pooling import model_digest, pooling_grid, pooling_name
 from train import MEAN, STD, evaluate, load_split
 
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 OPSET = 13
-
-
-# Cells per side of the pooling grid at an exit, where it is not 2; a finer grid must divide
-# the activation's height and width.
-POOLING_GRID = {0: 7}
-
-
-def pooling_grid(exit_index: int) -> int:
-    return POOLING_GRID.get(exit_index, 2)
-
-
-def pooling_name(grid: int) -> str:
-    """The manifest's name of the pooling (src/model/spans.ts rebuilds it from the name)."""
-    return f"global-average+{grid}x{grid}-average"
 
 
 def pooled_features(x: torch.Tensor, grid: int = 2) -> torch.Tensor:
@@ -132,14 +119,6 @@ def share_weights(paths: list[Path], out: Path, name: str = "weights.bin") -> No
                     entry = t.external_data.add()
                     entry.key, entry.value = k, v
             onnx.save(model, str(path))
-
-
-def model_digest(files: list[Path]) -> str:
-    """The model id's hash: the segments, full.onnx and weights.bin, in that order."""
-    digest = hashlib.sha256()
-    for f in files:
-        digest.update(f.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def dims(value_info) -> list[int | str]:

@@ -3,7 +3,7 @@
 
     /usr/bin/python3 tools/backbone/repool.py --model models/fashion-resnet18
 
-Sets each exit's pooled features `feat` to export.py's pooling (POOLING_GRID): the global average
+Sets each exit's pooled features `feat` to the pooling of pooling.py (POOLING_GRID): the global average
 of every channel, then the averages over a G x G grid of equal cells, row by row, for all
 channels. Only the nodes computing `feat` change (GlobalAveragePool, AveragePool, Transpose,
 Flatten and Concat replace the old ones); the weights and `act` stay as they are, so
@@ -20,7 +20,7 @@ from pathlib import Path
 import onnx
 from onnx import helper
 
-from export import model_digest, pooling_grid, pooling_name
+from pooling import model_digest, pooling_grid, pooling_name
 
 
 def needed_for(graph: onnx.GraphProto, outputs: list[str]) -> set[int]:
