@@ -280,10 +280,12 @@ export class OnlineCache {
    * snapshot it holds is still the last one it published itself (nobody else
    * trained meanwhile), that trainer resumes with all it had. Otherwise a new
    * trainer starts from the engine's snapshot, numbering versions above
-   * `startVersion` (the highest version known to the fleet), and holds its
-   * snapshots back until its own calibration is as good as the one taken over.
+   * `startVersion` (the highest version known to the fleet), is handed to
+   * `seed` (which may give it the calibration evidence of the trainer before,
+   * see src/state/evidence.ts), and holds its snapshots back until its own
+   * calibration is as good as the one taken over.
    */
-  becomeTrainer(startVersion: number): TakeoverKind {
+  becomeTrainer(startVersion: number, seed?: (trainer: HeadTrainer) => void): TakeoverKind {
     if (this.currentRole !== "follower") {
       throw new LayercacheError("INTERNAL", `becomeTrainer on a cache that is ${this.currentRole}`);
     }
@@ -302,14 +304,14 @@ export class OnlineCache {
         this.kernels,
       );
       this.learner = trainer;
-      const evidence = Math.max(0, ...current.decisions.map((d) => d.calibration?.reached ?? 0));
+      seed?.(trainer);
+      const evidence = Math.min(
+        Math.max(0, ...current.decisions.map((d) => d.calibration?.reached ?? 0)),
+        this.options.calibrationCapacity,
+      );
       this.hold =
-        openExits(current) > 0
-          ? {
-              open: openExits(current),
-              evidence: Math.min(evidence, this.options.calibrationCapacity),
-              driftAlarms: trainer.stats.driftAlarms,
-            }
+        openExits(current) > 0 && trainer.calibration.size < evidence
+          ? { open: openExits(current), evidence, driftAlarms: trainer.stats.driftAlarms }
           : undefined;
     }
     this.observer.target = this.learner!;

@@ -42,6 +42,18 @@ export interface TrainerStats {
   rememberMs: number;
 }
 
+/**
+ * Where the trainer keeps a copy of its calibration evidence outside itself
+ * (in a fleet, Redis: src/state/evidence.ts), so that a trainer taking over
+ * can start from it.
+ */
+export interface EvidenceSink {
+  /** A held-out frame just taken into the calibration set: its features and the backbone's logits. */
+  add(features: readonly Float32Array[], logits: Float32Array): void;
+  /** The calibration set was dropped (drift alarm): so is the copy. */
+  clear(): void;
+}
+
 export class HeadTrainer implements CacheObserver {
   readonly replay: ReplayBuffer;
   readonly calibration: CalibrationSet;
@@ -67,6 +79,8 @@ export class HeadTrainer implements CacheObserver {
   private readonly batchFeatures: Float32Array[];
   private readonly batchTargets: Float32Array;
   private readonly costs: ExitCosts;
+  /** Receives a copy of every held-out frame (set by whoever shares the evidence). */
+  evidence: EvidenceSink | undefined;
   private pendingSteps = 0;
   /** Examples still trained at the warm-up rate (`stepsPerExample`). */
   private warmupLeft: number;
@@ -132,6 +146,7 @@ export class HeadTrainer implements CacheObserver {
   onBackboneFrame(features: readonly Float32Array[], logits: Float32Array, heldOut: boolean): void {
     if (heldOut) {
       this.calibration.add(features, argmax(logits, 0, this.classes));
+      this.evidence?.add(features, logits);
       this.stats.heldOut++;
     } else {
       softmaxWithTemperature(logits, this.options.temperature, this.target);
@@ -231,6 +246,7 @@ export class HeadTrainer implements CacheObserver {
     // Stale evidence must not reopen exits: calibrate on fresh frames only,
     // and let the heads see mostly new examples.
     this.calibration.clear();
+    this.evidence?.clear();
     this.replay.keepNewest(Math.max(this.options.trainBatch, this.options.replayCapacity >> 3));
     for (const head of this.heads) head?.keepNewest?.(Math.max(1, this.options.knnPerClass >> 3));
     for (let e = 0; e < this.sizes.length; e++) this.audit.reset(e);

@@ -12,6 +12,11 @@
  *   forward what their engines see and neither train nor publish. Roles change
  *   between batches, when the lease says so (or when a publish is refused).
  *
+ * The trainer also keeps a copy of its calibration evidence in Redis
+ * (src/state/evidence.ts); a replica that takes the lease over reads it into
+ * its calibration set first, so it need not gather thousands of held-out
+ * frames again before its snapshots may replace the fleet's.
+ *
  * Redis trouble never stops inference: the replica keeps answering with the
  * heads it holds, forwarded examples are buffered and dropped when the
  * buffer is full (counted), and everything resumes by itself when Redis is
@@ -23,6 +28,7 @@ import type { CacheSnapshot } from "../cache/state.ts";
 import { isLayercacheError } from "../errors/index.ts";
 import type { SegmentedBackbone } from "../model/backbone.ts";
 import type { ExampleConsumer } from "../state/example-consumer.ts";
+import { EvidenceLog } from "../state/evidence.ts";
 import { ExampleForwarder, ExampleStream, deliverExample } from "../state/examples.ts";
 import { TrainerLease } from "../state/lease.ts";
 import { layoutOf } from "../state/layout.ts";
@@ -40,6 +46,11 @@ const STARTUP_WAIT_MS = 5_000;
  * more than that loses the oldest examples to the stream's cap, never memory.
  */
 const EXAMPLES_PER_STEP = 64;
+/**
+ * Most held-out frames kept in Redis for a successor (at most the calibration
+ * capacity): about 41 MB for the bundled model, as much as the example stream.
+ */
+const EVIDENCE_CAP = 2_048;
 
 export interface SharingContext {
   backbone: SegmentedBackbone;
@@ -69,6 +80,7 @@ export class CacheSharing {
     private readonly store: RedisStateStore,
     private readonly lease: TrainerLease,
     private readonly stream: ExampleStream,
+    private readonly evidence: EvidenceLog,
     private readonly watcher: SnapshotWatcher,
     private readonly options: CacheOptions,
     private readonly log: Logger,
@@ -101,6 +113,15 @@ export class CacheSharing {
       audit: () => audit.cache?.audit.totals ?? null,
     });
     const stream = new ExampleStream({ connection, prefix, modelId, layout, producerId: workerId });
+    const evidence = new EvidenceLog({
+      connection,
+      prefix,
+      modelId,
+      layout,
+      producerId: workerId,
+      maxLength: Math.min(options.calibrationCapacity, EVIDENCE_CAP),
+      temperature: options.temperature,
+    });
     try {
       await connection.waitReady(STARTUP_WAIT_MS);
     } catch {
@@ -118,12 +139,23 @@ export class CacheSharing {
       cache = await OnlineCache.create(backbone, options, store.tolerant(), true, { forwarder });
     } catch (err) {
       await stream.close();
+      await evidence.close();
       await connection.close();
       throw err;
     }
     audit.cache = cache;
     const watcher = store.watch(() => undefined, { after: cache.engine.version });
-    const sharing = new CacheSharing(cache, connection, store, lease, stream, watcher, options, log);
+    const sharing = new CacheSharing(
+      cache,
+      connection,
+      store,
+      lease,
+      stream,
+      evidence,
+      watcher,
+      options,
+      log,
+    );
     sharing.campaign = lease
       .campaign(
         {
@@ -209,7 +241,11 @@ export class CacheSharing {
       stored = await this.store.currentVersion().catch(() => 0);
     }
     const startVersion = Math.max(stored, this.cache.engine.version);
-    const how = this.cache.becomeTrainer(startVersion);
+    const taken = await this.readEvidence();
+    const how = this.cache.becomeTrainer(startVersion, (trainer) => {
+      for (const example of taken) deliverExample(trainer, example, this.options.temperature);
+    });
+    this.cache.trainer.evidence = this.evidence;
     this.trainingToken = token;
     this.holdLogged = false;
     this.consumer = this.stream.consumer(this.lease.holderId, { count: EXAMPLES_PER_STEP });
@@ -219,14 +255,27 @@ export class CacheSharing {
         : this.cache.engine.version > 0
           ? "the shared snapshot"
           : "scratch";
+    const evidence = how === "took-over" ? taken.length : this.cache.trainer.calibration.size;
     this.log.info(
-      { token, headsVersion: this.cache.engine.version, startVersion, how },
-      `training the fleet's cache heads from ${from} (trainer lease held)`,
+      { token, headsVersion: this.cache.engine.version, startVersion, how, evidence },
+      `training the fleet's cache heads from ${from} (trainer lease held), with ${evidence} held-out frames of calibration evidence`,
     );
+  }
+
+  /** The last trainer's held-out frames (none if Redis cannot give them: the trainer gathers its own). */
+  private async readEvidence() {
+    try {
+      return (await this.evidence.readAll()).examples;
+    } catch (err) {
+      if (!isLayercacheError(err)) throw err;
+      this.trouble("cannot read the calibration evidence; gathering it again", err.message);
+      return [];
+    }
   }
 
   private async stopTraining(reason: string): Promise<void> {
     this.cache.becomeFollower();
+    this.cache.trainer.evidence = undefined;
     this.trainingToken = undefined;
     const consumer = this.consumer;
     this.consumer = undefined;
@@ -292,6 +341,7 @@ export class CacheSharing {
     await this.consumer?.close();
     await this.watcher.stop();
     await this.stream.close();
+    await this.evidence.close();
     await this.store.close();
     await this.connection.close();
   }

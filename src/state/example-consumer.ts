@@ -23,6 +23,23 @@ import type { StateConnection } from "./redis-connection.ts";
 import { MAX_BLOCK_MS, closeRedis } from "./redis-connection.ts";
 import { ACK_EXAMPLES } from "./scripts.ts";
 
+/** A stream entry as Redis returns it: id, then field names and values in turn. */
+export interface RawEntry {
+  id: string;
+  fields: Buffer[];
+}
+
+/** An entry's example (field `e`) and producer (field `p`); throws STATE_INVALID for anything else. */
+export function decodeEntry(entry: RawEntry, layout: StateLayout): ReceivedExample {
+  const fields = new Map<string, Buffer>();
+  for (let i = 0; i + 1 < entry.fields.length; i += 2)
+    fields.set(entry.fields[i]!.toString(), entry.fields[i + 1]!);
+  const bytes = fields.get("e");
+  if (!bytes) throw new LayercacheError("STATE_INVALID", "training example: entry without an 'e' field");
+  const example = decodeExample(bytes, layout);
+  return { ...example, id: entry.id, producer: fields.get("p")?.toString() ?? "unknown" };
+}
+
 /** The consumer group every trainer of a model reads in. */
 export const TRAINER_GROUP = "trainers";
 
@@ -53,11 +70,6 @@ export interface ReceivedExample extends TrainingExample {
   id: string;
   /** Replica that produced it. */
   producer: string;
-}
-
-interface RawEntry {
-  id: string;
-  fields: Buffer[];
 }
 
 const buf = z.instanceof(Buffer);
@@ -231,14 +243,8 @@ export class ExampleConsumer {
   }
 
   private decode(entry: RawEntry): ReceivedExample | undefined {
-    const fields = new Map<string, Buffer>();
-    for (let i = 0; i + 1 < entry.fields.length; i += 2)
-      fields.set(entry.fields[i]!.toString(), entry.fields[i + 1]!);
-    const bytes = fields.get("e");
     try {
-      if (!bytes) throw new LayercacheError("STATE_INVALID", "training example: entry without an 'e' field");
-      const example = decodeExample(bytes, this.layout);
-      return { ...example, id: entry.id, producer: fields.get("p")?.toString() ?? "unknown" };
+      return decodeEntry(entry, this.layout);
     } catch (err) {
       if (!isLayercacheError(err, "STATE_INVALID")) throw err;
       this.counts.invalid++;

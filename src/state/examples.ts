@@ -36,7 +36,9 @@ export interface ExampleStreamOptions {
   layout: StateLayout;
   /** Recorded with each example (the worker id). */
   producerId: string;
-  /** Approximate cap of the stream, in examples (default 2048: about 29 MB for the bundled model). */
+  /** Which stream: the training examples (default) or the trainer's held-out evidence (evidence.ts). */
+  stream?: "examples" | "evidence";
+  /** Approximate cap of the stream, in examples (default 2048: about 41 MB for the bundled model). */
   maxLength?: number;
   /** Examples kept locally while Redis is unreachable (default 256). */
   bufferCapacity?: number;
@@ -57,6 +59,8 @@ export interface ProducerStats {
 
 export class ExampleStream {
   readonly keys: StateKeys;
+  /** The stream's key. */
+  readonly key: string;
   private readonly buffer: Buffer[] = [];
   private readonly counts = { offered: 0, sent: 0, dropped: 0 };
   private readonly maxLength: number;
@@ -70,13 +74,14 @@ export class ExampleStream {
 
   constructor(readonly options: ExampleStreamOptions) {
     this.keys = stateKeys(options.prefix, options.modelId);
+    this.key = this.keys[options.stream ?? "examples"];
     this.maxLength = options.maxLength ?? 2_048;
     this.bufferCapacity = options.bufferCapacity ?? 256;
     this.batchSize = options.batchSize ?? 32;
     if (![this.maxLength, this.bufferCapacity, this.batchSize].every((n) => Number.isInteger(n) && n >= 1)) {
       throw new LayercacheError("CONFIG_INVALID", "example stream sizes must be positive integers");
     }
-    this.log = options.connection.log.child({ model: options.modelId, stream: "examples" });
+    this.log = options.connection.log.child({ model: options.modelId, stream: options.stream ?? "examples" });
     this.offReady = options.connection.onReady(() => this.pump());
   }
 
@@ -95,6 +100,11 @@ export class ExampleStream {
       this.counts.dropped += over;
     }
     this.pump();
+  }
+
+  /** Forgets what is buffered and not yet on its way (not counted as dropped: the caller no longer wants it). */
+  discard(): void {
+    this.buffer.length = 0;
   }
 
   /** Sends what is buffered, as far as Redis is reachable; resolves when done trying. */
@@ -116,7 +126,7 @@ export class ExampleStream {
       const batch = this.buffer.splice(0, this.batchSize);
       const pipeline = connection.client.pipeline();
       for (const bytes of batch) {
-        pipeline.xadd(this.keys.examples, "MAXLEN", "~", this.maxLength, "*", "e", bytes, "p", producerId);
+        pipeline.xadd(this.key, "MAXLEN", "~", this.maxLength, "*", "e", bytes, "p", producerId);
       }
       let failed = batch.length;
       let firstError: unknown;

@@ -8,6 +8,7 @@
  *   <prefix>:{<modelId>}:lease         string "<token> <holder>", with a PX expiry
  *   <prefix>:{<modelId>}:lease:token   counter behind the fencing tokens (INCR)
  *   <prefix>:{<modelId>}:examples      stream of training examples (capped)
+ *   <prefix>:{<modelId>}:evidence      stream of the trainer's held-out frames (capped; evidence.ts)
  *   <prefix>:{<modelId>}:announce      pub/sub channel: the version just published
  */
 import { z } from "zod";
@@ -25,6 +26,7 @@ export interface StateKeys {
   readonly lease: string;
   readonly leaseToken: string;
   readonly examples: string;
+  readonly evidence: string;
   readonly announce: string;
 }
 
@@ -50,6 +52,7 @@ export function stateKeys(prefix: string, modelId: string): StateKeys {
     lease: `${base}:lease`,
     leaseToken: `${base}:lease:token`,
     examples: `${base}:examples`,
+    evidence: `${base}:evidence`,
     announce: `${base}:announce`,
   };
 }

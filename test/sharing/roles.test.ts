@@ -144,6 +144,45 @@ describe("OnlineCache in a fleet", () => {
     await next.close();
   }, 300_000);
 
+  it("takes over with the last trainer's calibration evidence, and then does not hold back", async () => {
+    const store = new MemoryStateStore();
+    const first = await OnlineCache.create(model, options, store);
+    // What the evidence log in Redis would hold: a copy of every held-out frame the trainer took.
+    const kept: { features: Float32Array[]; logits: Float32Array }[] = [];
+    first.trainer.evidence = {
+      add: (features, logits) =>
+        kept.push({ features: features.map((f) => f.slice()), logits: logits.slice() }),
+      clear: () => (kept.length = 0),
+    };
+    for (let s = 0; s < 3000 && open(await store.current()) === 0; s += 320) await run(first, s, s + 320);
+    const fleet = (await store.current())!;
+    expect(open(fleet)).toBeGreaterThan(0);
+    expect(kept.length).toBe(first.trainer.calibration.size);
+    await first.close();
+
+    const next = await OnlineCache.create(model, options, store, true, {
+      forwarder: new RecordingForwarder(),
+    });
+    const how = next.becomeTrainer(fleet.version, (trainer) => {
+      for (const { features, logits } of kept) trainer.onBackboneFrame(features, logits, true);
+    });
+    expect(how).toBe("took-over");
+    expect(next.trainer.calibration.size).toBe(kept.length);
+    expect(Array.from(next.trainer.calibration.labels.subarray(0, kept.length))).toEqual(
+      Array.from(first.trainer.calibration.labels.subarray(0, kept.length)),
+    );
+    expect(next.holdingBack).toBe(false);
+    // Its first snapshot goes out: nothing is held back.
+    let published: CacheSnapshot | undefined;
+    for (let s = 0; s < 4000 && !published; s += BATCH) {
+      await run(next, s, Math.min(s + BATCH, 4000), (p) => void (published ??= p));
+    }
+    expect(published).toBeDefined();
+    expect(next.trainer.stats.publishes).toBe(1);
+    expect(published!.version).toBeGreaterThan(fleet.version);
+    await next.close();
+  }, 300_000);
+
   it("starts a trainer from a snapshot's heads, copied, and numbers its versions above it", async () => {
     const store = new MemoryStateStore();
     const cache = await OnlineCache.create(model, options, store);

@@ -7,8 +7,8 @@
  * early-exit rate is at least 80% of the warm replicas' over the same
  * stretch. The trainer trained on what the others forwarded. Then the trainer
  * leaves (SIGTERM): it releases the lease, another replica takes it up at
- * once, and the fleet keeps answering early with the snapshot it has while the
- * new trainer gathers its own calibration frames. Through both rebalances no
+ * once, starting from the calibration evidence the trainer kept in Redis, and
+ * the fleet keeps answering early with the snapshot it has meanwhile. Through both rebalances no
  * frame is lost. The cache runs with its default options.
  */
 import { describe, expect, inject, it } from "vitest";
@@ -103,6 +103,11 @@ describe("a fleet sharing its cache (replicas as child processes)", () => {
       expect(replicas.get(successorId)!.output()).toContain(
         "training the fleet's cache heads from the shared snapshot",
       );
+      // It started from the calibration evidence the trainer before it left in Redis.
+      const taken = /with (\d+) held-out frames of calibration evidence/.exec(
+        replicas.get(successorId)!.output(),
+      );
+      expect(Number(taken?.[1] ?? 0)).toBeGreaterThan(0);
       // Taking over does not cost the fleet its exits: the snapshot it had stays until the successor
       // has proven as much on its own calibration frames.
       const afterLeave = decodeAll(predictions.messages).filter((p) => p.frameId.startsWith("l-"));
