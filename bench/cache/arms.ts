@@ -118,6 +118,8 @@ export async function cacheArm(
   options: CacheOptionsInput,
 ): Promise<Arm> {
   const cache = await OnlineCache.create(model, cacheOptions(options));
+  // The backbone arm's session is built when the model loads; this arm's are built before the stream too.
+  await cache.prepare();
   const frames: FrameRecord[] = [];
   let computeMs = 0;
   return {

@@ -152,6 +152,8 @@ export class CacheEngine {
   private readonly classes: number;
   private readonly frameSize: number;
   private probs = new Float32Array(0);
+  /** The span sessions of the snapshot held, being built (see `prepared`). */
+  private preparing: Promise<void>;
 
   constructor(
     private readonly backbone: SegmentedBackbone,
@@ -165,7 +167,16 @@ export class CacheEngine {
     this.segmentMacs = backbone.manifest.segments.map((s) => s.macs);
     this.classes = backbone.manifest.classes.length;
     this.frameSize = elements(backbone.manifest.input.shape);
-    backbone.prepareSpans(this.ranges(snapshot));
+    this.preparing = backbone.prepareSpans(this.ranges(snapshot));
+  }
+
+  /**
+   * Resolves once the span sessions of the snapshot held are built. Await it
+   * between batches after `adopt` (and before the first batch), so that no
+   * batch pays for building one.
+   */
+  prepared(): Promise<void> {
+    return this.preparing;
   }
 
   /**
@@ -183,7 +194,7 @@ export class CacheEngine {
     }
     if (snapshot.version <= this.snapshot.version) return;
     this.snapshot = snapshot;
-    this.backbone.prepareSpans(this.ranges(snapshot));
+    this.preparing = this.backbone.prepareSpans(this.ranges(snapshot));
   }
 
   /**

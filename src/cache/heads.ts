@@ -9,7 +9,7 @@
  */
 import { EnsembleHead } from "./ensemble-head.ts";
 import { decodeHead } from "./head-codec.ts";
-import type { ExitHead, HeadKind, HeadOptions } from "./head-types.ts";
+import type { ExitHead, HeadKind, HeadOptions, HeadShape } from "./head-types.ts";
 import { DEFAULT_MEMORY_PER_CLASS, DEFAULT_NEIGHBOURS } from "./head-types.ts";
 import { NearestNeighbourHead } from "./knn-head.ts";
 import { MlpHead } from "./mlp-head.ts";
@@ -45,6 +45,16 @@ export interface HeadChoice {
   knnPerClass?: number;
   /** Nearest neighbours that vote, for "knn" and "mlp+knn" (DEFAULT_NEIGHBOURS if absent). */
   knnK?: number;
+}
+
+/** The shape of the head `createHead` makes for this choice (what its onnxruntime kernel is built for). */
+export function headShape(choice: HeadChoice, inputSize: number, classes: number): HeadShape {
+  const { headKind: kind } = choice;
+  const hidden = kind === "mlp" || kind === "mlp+knn" ? choice.mlpHidden : 0;
+  if (kind === "softmax" || kind === "mlp") return { kind, inputSize, hidden, classes };
+  const memoryPerClass = choice.knnPerClass ?? DEFAULT_MEMORY_PER_CLASS;
+  const neighbours = choice.knnK ?? DEFAULT_NEIGHBOURS;
+  return { kind, inputSize, hidden, classes, memoryPerClass, neighbours };
 }
 
 /**

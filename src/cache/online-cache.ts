@@ -27,6 +27,7 @@ import { KernelPool } from "./head-kernel.ts";
 import type { ExactAnswer } from "./exact-cache.ts";
 import { ExactCache, contentKey } from "./exact-cache.ts";
 import { elements } from "../model/manifest.ts";
+import { headShape } from "./heads.ts";
 
 export type CacheRole = "alone" | "follower" | "trainer";
 
@@ -342,10 +343,30 @@ export class OnlineCache {
       if (!(await this.store.publish(next))) return undefined;
       this.lastPublished = next.version;
       this.engine.adopt(next);
+      // Spans the new exits need are built now, between batches, not inside the next one.
+      await this.engine.prepared();
       return next;
     } finally {
       this.maintenanceMs += performance.now() - t0;
     }
+  }
+
+  /**
+   * Builds, before the first frame, the onnxruntime sessions that the first
+   * batches and training steps would otherwise build on the way (each blocks
+   * the thread for a tenth of a second or so): the spans of the snapshot held
+   * and every exit head's kernel.
+   */
+  async prepare(): Promise<void> {
+    if (!this.cacheEnabled) return;
+    const { exits, classes } = this.backbone.manifest;
+    const heads = this.engine.current.heads;
+    await Promise.all([
+      this.engine.prepared(),
+      ...exits.map((e, i) =>
+        this.kernels.get(heads[i]?.shape ?? headShape(this.options, e.size, classes.length)),
+      ),
+    ]);
   }
 
   /** Under overload: the training steps owed so far are dropped instead of taken later (docs/slo.md). */

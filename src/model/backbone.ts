@@ -155,11 +155,14 @@ export class SegmentedBackbone {
   }
 
   /**
-   * Starts building the sessions of these spans in the background, so that
-   * the first batch to need one does not wait for it.
+   * Builds the sessions of these spans (those not built yet). Building one
+   * blocks the thread for a tenth of a second or more, so the engine has it
+   * done when it adopts a snapshot, between batches, rather than inside the
+   * first batch that needs the span. Resolves when all are built; a span that
+   * fails to build fails again, with its error, when a batch runs it.
    */
-  prepareSpans(ranges: readonly SpanRange[]): void {
-    for (const r of ranges) this.spanSession(r).catch(() => undefined);
+  async prepareSpans(ranges: readonly SpanRange[]): Promise<void> {
+    await Promise.all(ranges.map((r) => this.spanSession(r).catch(() => undefined)));
   }
 
   /** Runs segments [first, last] as one fused session (see spans.ts). */

@@ -176,13 +176,17 @@ export class CacheSharing {
     return sharing;
   }
 
-  /** Before a batch: the newest snapshot the watcher found, if the engine does not have it yet. */
-  adoptLatest(): void {
+  /**
+   * Between batches: the newest snapshot the watcher found, if the engine does
+   * not have it yet; resolves once the spans it needs are built.
+   */
+  async adoptLatest(): Promise<void> {
     const latest = this.watcher.last;
     if (!latest || latest.version <= this.cache.engine.version) return;
     this.cache.engine.adopt(latest);
     this.adopted++;
     this.snapshotVersion = latest.version;
+    await this.cache.engine.prepared();
   }
 
   /**
@@ -191,7 +195,7 @@ export class CacheSharing {
    * when due. Returns the snapshot this replica published, if it did.
    */
   async maintain(): Promise<CacheSnapshot | undefined> {
-    this.adoptLatest();
+    await this.adoptLatest();
     const token = this.lease.token;
     if (this.cache.role === "trainer" && token !== this.trainingToken) {
       await this.stopTraining(token === undefined ? "the trainer lease was lost" : "the lease changed hands");
@@ -229,6 +233,7 @@ export class CacheSharing {
         this.cache.engine.adopt(snapshot);
         this.adopted++;
         this.snapshotVersion = snapshot.version;
+        await this.cache.engine.prepared();
       }
       stored = snapshot?.version ?? 0;
     } catch (err) {

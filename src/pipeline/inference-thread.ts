@@ -98,9 +98,12 @@ async function load(init: InferenceInit, log: Logger): Promise<Loaded> {
         workerId: init.workerId,
         log,
       });
+      // Sessions the first batches would otherwise build on the frame path.
+      await sharing.cache.prepare();
       return { backbone, cache: sharing.cache, pre, sharing };
     }
     const cache = await OnlineCache.create(backbone, init.cache, undefined, init.cacheEnabled);
+    await cache.prepare();
     return { backbone, cache, pre };
   } catch (err) {
     await backbone.close();
@@ -214,7 +217,7 @@ class InferenceServer {
     cache.engine.yielding = yielding;
     let outcomes: FrameOutcome[];
     try {
-      this.loaded.sharing?.adoptLatest();
+      await this.loaded.sharing?.adoptLatest();
       this.noteHeads(undefined);
       outcomes = await cache.process(ids, pre.normalise(pixels, ids.length), strictness);
     } catch (err) {

@@ -6,11 +6,13 @@ import {
   DEFAULT_MLP_OPTIONS,
   DEFAULT_SOFTMAX_OPTIONS,
   headFromBytes,
+  headShape,
   MlpHead,
   SoftmaxRegression,
   softmaxWithTemperature,
 } from "../../src/cache/heads.ts";
 import { argmax } from "../../src/cache/head-math.ts";
+import { HEAD_KINDS } from "../../src/cache/head-types.ts";
 import { SeededRandom } from "../../src/cache/random.ts";
 import type { ErrorCode } from "../../src/errors/index.ts";
 import { thrownBy } from "../helpers/errors.ts";
@@ -348,4 +350,14 @@ describe("headFromBytes", () => {
       expect(codeOf(() => headFromBytes(bytes))).toBe("STATE_INVALID");
     });
   }
+});
+
+describe("headShape", () => {
+  it("is the shape of the head createHead makes, for every kind (what its kernel is built for)", () => {
+    for (const headKind of HEAD_KINDS) {
+      const choice = { headKind, mlpHidden: 16, knnPerClass: 8, knnK: 3 };
+      const head = createHead(choice, 12, 4, new SeededRandom(1));
+      expect(headShape(choice, 12, 4)).toEqual(head.shape);
+    }
+  });
 });

@@ -81,6 +81,20 @@ describe("SegmentedBackbone", () => {
     }
   });
 
+  it("builds span sessions ahead of use, and leaves a span that cannot be built to fail when it runs", async () => {
+    // A range no manifest has: preparing it resolves (nothing to wait for), running it rejects.
+    await expect(
+      model.prepareSpans([
+        { first: 0, last: 1 },
+        { first: 2, last: 99 },
+      ]),
+    ).resolves.toBeUndefined();
+    const x = new Float32Array(784);
+    const prepared = await model.runSpan({ first: 0, last: 1 }, x, 1);
+    expect(prepared.activation).toBeDefined();
+    await expect(model.runSpan({ first: 2, last: 99 }, new Float32Array(1), 1)).rejects.toThrow(/no span/);
+  });
+
   it("pools a span's exit features in a handful of nodes instead of the exporter's sliced ones", async () => {
     const { segments, weights } = await modelFiles(model.manifest);
     const fused = ModelProto.decode(buildSpan(model.manifest, segments, weights, { first: 0, last: 2 }));
