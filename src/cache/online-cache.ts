@@ -354,7 +354,7 @@ export class OnlineCache {
   /**
    * Builds, before the first frame, the onnxruntime sessions that the first
    * batches and training steps would otherwise build on the way (each blocks
-   * the thread for a tenth of a second or so): the spans of the snapshot held
+   * the thread for tens of milliseconds): the spans of the snapshot held
    * and every exit head's kernel.
    */
   async prepare(): Promise<void> {
