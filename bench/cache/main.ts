@@ -6,9 +6,10 @@
  * start, labels never shown to the engine) through the backbone alone and
  * through the online cache, side by side batch by batch (arms.ts, runArms),
  * and prints what the cache saved and what it cost in agreement and accuracy,
- * and how the savings grow over the stream (MACs saved per 1,000-frame window). With --compare-heads a cache
- * arm per head kind (mlp, knn, mlp+knn) runs side by side with the backbone
- * arm, and one table compares them (compare.ts).
+ * and how the savings grow over the stream (MACs saved per 1,000-frame
+ * window). With --compare-heads a cache arm per head kind (mlp, knn, mlp+knn)
+ * runs side by side with the backbone arm, and one table compares them
+ * (compare.ts).
  */
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";

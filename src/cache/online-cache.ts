@@ -291,10 +291,7 @@ export class OnlineCache {
       throw new LayercacheError("INTERNAL", `becomeTrainer on a cache that is ${this.currentRole}`);
     }
     const current = this.engine.current;
-    const resume =
-      this.learner !== undefined &&
-      current.version === this.lastPublished &&
-      startVersion <= this.lastPublished;
+    const resume = this.resumes(startVersion);
     if (!resume) {
       const trainer = HeadTrainer.fromSnapshot(
         this.backbone.manifest,
@@ -318,6 +315,19 @@ export class OnlineCache {
     this.observer.target = this.learner!;
     this.currentRole = "trainer";
     return resume ? "resumed" : "took-over";
+  }
+
+  /**
+   * Whether `becomeTrainer(startVersion)` would resume the trainer this cache
+   * had: it trained before, and the snapshot it holds is still the last one
+   * it published, with nothing newer known to the fleet.
+   */
+  resumes(startVersion: number): boolean {
+    return (
+      this.learner !== undefined &&
+      this.engine.current.version === this.lastPublished &&
+      startVersion <= this.lastPublished
+    );
   }
 
   /** Trainer to follower, between batches: observations go to the forwarder again; the trainer is kept. */

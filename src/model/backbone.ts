@@ -158,8 +158,9 @@ export class SegmentedBackbone {
    * Builds the sessions of these spans (those not built yet). Building one
    * blocks the thread for tens of milliseconds (14-133 ms for the bundled
    * model's spans), so the engine has it done when it adopts a snapshot,
-   * between batches, rather than inside the first batch that needs the span. Resolves when all are built; a span that
-   * fails to build fails again, with its error, when a batch runs it.
+   * between batches, rather than inside the first batch that needs the span.
+   * Resolves when all are built; a span that fails to build fails again, with
+   * its error, when a batch runs it.
    */
   async prepareSpans(ranges: readonly SpanRange[]): Promise<void> {
     await Promise.all(ranges.map((r) => this.spanSession(r).catch(() => undefined)));

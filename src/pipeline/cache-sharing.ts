@@ -246,7 +246,8 @@ export class CacheSharing {
       stored = await this.store.currentVersion().catch(() => 0);
     }
     const startVersion = Math.max(stored, this.cache.engine.version);
-    const taken = await this.readEvidence();
+    // A trainer that resumes keeps its own calibration set: no need to read the evidence back.
+    const taken = this.cache.resumes(startVersion) ? [] : await this.readEvidence();
     const how = this.cache.becomeTrainer(startVersion, (trainer) => {
       for (const example of taken) deliverExample(trainer, example, this.options.temperature);
     });

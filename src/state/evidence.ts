@@ -60,11 +60,6 @@ export class EvidenceLog implements EvidenceSink {
     this.log = options.connection.log.child({ model: options.modelId, stream: "evidence" });
   }
 
-  /** Entries appended, sent and dropped so far. */
-  get stats() {
-    return this.stream.stats;
-  }
-
   /** A held-out frame the trainer took into its calibration set. */
   add(features: readonly Float32Array[], logits: Float32Array): void {
     softmaxWithTemperature(logits, this.options.temperature, this.target);
