@@ -18,6 +18,7 @@
  * (heads put hundreds of frames above 0.998) cannot make the first test jump
  * past the frames that would have passed it.
  */
+import { CommitAhead } from "./resident.ts";
 import type { BoundMethod } from "./bounds.ts";
 import { lowerBound, minTrialsToProve } from "./bounds.ts";
 
@@ -68,12 +69,17 @@ export class CalibrationSet {
   readonly labels: Int32Array;
   private next = 0;
   private filled = 0;
+  private readonly memory: CommitAhead;
 
   constructor(capacity: number, featureSizes: readonly number[]) {
     this.capacity = capacity;
     this.featureSizes = featureSizes;
     this.features = featureSizes.map((d) => new Float32Array(capacity * d));
     this.labels = new Int32Array(capacity);
+    this.memory = new CommitAhead(capacity, [
+      ...this.features.map((f, e) => [f, featureSizes[e]!] as const),
+      [this.labels, 1],
+    ]);
   }
 
   get size(): number {
@@ -91,6 +97,11 @@ export class CalibrationSet {
   clear(): void {
     this.next = 0;
     this.filled = 0;
+  }
+
+  /** Commits the memory of the next `frames` slots now, off the frame path (resident.ts). */
+  reserve(frames: number): void {
+    this.memory.ensure(this.next, this.filled, frames);
   }
 }
 

@@ -22,8 +22,10 @@ import type { ExitDecision } from "./planner.ts";
 
 /**
  * Below this many multiply-accumulates per call a head answers in TypeScript:
- * an onnxruntime call costs ~40 µs however small, the per-row loop ~0.5 ns a
- * MAC (head-kernel.ts, measured on the 1280-feature exit).
+ * with the CPU caches taken by the backbone in between, an onnxruntime call
+ * costs 50-90 µs however small and the per-row loops 1.35 ns a MAC, so the
+ * kernel wins from between 42,000 and 64,000 MACs a call (`npm run
+ * bench:heads`).
  */
 const KERNEL_MIN_MACS = 50_000;
 

@@ -67,6 +67,9 @@ class ObserverSwitch implements CacheObserver {
   }
 }
 
+/** The observer of a cache that is off: its engine runs the backbone alone and reports nothing. */
+const IGNORED: CacheObserver = { onBackboneFrame: () => undefined, onEarlyExit: () => undefined };
+
 const openExits = (s: CacheSnapshot) => s.decisions.filter((d) => d.open).length;
 
 const answerOf = (o: FrameOutcome): ExactAnswer => ({
@@ -129,10 +132,14 @@ export class OnlineCache {
     if (fleet) {
       this.currentRole = "follower";
       this.observer = new ObserverSwitch(fleet.forwarder);
-    } else {
+    } else if (cacheEnabled) {
       this.currentRole = "alone";
       this.learner = new HeadTrainer(backbone.manifest, options, this.audit, snapshot.version, this.kernels);
       this.observer = new ObserverSwitch(this.learner);
+    } else {
+      // Cache off: the engine observes nothing, and no trainer commits its buffers (resident.ts).
+      this.currentRole = "alone";
+      this.observer = new ObserverSwitch(IGNORED);
     }
     this.frameSize = elements(backbone.manifest.input.shape);
     this.exact =

@@ -7,6 +7,7 @@
  * Rings of fixed capacity: the newest examples replace the oldest, so after a
  * drift each ring fills with the new distribution within `capacity` frames.
  */
+import { CommitAhead } from "./resident.ts";
 import type { SeededRandom } from "./random.ts";
 
 class Ring {
@@ -14,6 +15,7 @@ class Ring {
   readonly targets: Float32Array;
   next = 0;
   filled = 0;
+  private readonly memory: CommitAhead;
 
   constructor(
     readonly capacity: number,
@@ -22,6 +24,14 @@ class Ring {
   ) {
     this.features = new Float32Array(capacity * size);
     this.targets = new Float32Array(capacity * classes);
+    this.memory = new CommitAhead(capacity, [
+      [this.features, size],
+      [this.targets, classes],
+    ]);
+  }
+
+  reserve(slots: number): void {
+    this.memory.ensure(this.next, this.filled, slots);
   }
 
   add(features: Float32Array, target: Float32Array): void {
@@ -69,6 +79,11 @@ export class ReplayBuffer {
   add(exit: number, features: Float32Array, target: Float32Array): void {
     this.rings[exit]!.add(features, target);
     this.added++;
+  }
+
+  /** Commits the memory of the next `slots` examples of every exit now, off the frame path (resident.ts). */
+  reserve(slots: number): void {
+    for (const ring of this.rings) ring.reserve(slots);
   }
 
   /** Forgets everything but the newest `keep` examples of each exit (after a drift alarm). */

@@ -27,6 +27,14 @@ import { ParameterAverage } from "./averaging.ts";
 import type { CacheSnapshot } from "./state.ts";
 import { argmax } from "./head-math.ts";
 
+/**
+ * Examples, per buffer, whose memory is committed ahead of the writes
+ * (resident.ts): more than a default micro-batch (32 frames) and the
+ * forwarded examples a trainer takes between two batches (64). About 5 MB
+ * per buffer for the bundled model; a larger batch faults in the rest.
+ */
+const RESERVE_AHEAD = 256;
+
 export interface TrainerStats {
   examples: number;
   /** Examples given to earlier heads by frames that left through an open exit. */
@@ -99,6 +107,7 @@ export class HeadTrainer implements CacheObserver {
     this.classes = manifest.classes.length;
     this.replay = new ReplayBuffer(options.replayCapacity, this.sizes, this.classes);
     this.calibration = new CalibrationSet(options.calibrationCapacity, this.sizes);
+    this.reserveMemory();
     this.heads = this.sizes.map(() => null);
     this.averages = this.sizes.map(() => new ParameterAverage(options.parameterAveraging));
     this.rng = new SeededRandom(options.seed);
@@ -207,12 +216,19 @@ export class HeadTrainer implements CacheObserver {
    * every `steadyPublishEvery` after, and at once after a drift alarm).
    */
   async maintain(modelId: string): Promise<CacheSnapshot | undefined> {
+    this.reserveMemory();
     await this.train();
     const drifted = this.checkDrift();
     const every = this.warmupLeft > 0 ? this.options.publishEvery : this.options.steadyPublishEvery;
     if (!drifted && this.sincePublish < every) return undefined;
     this.sincePublish = 0;
     return this.snapshot(modelId);
+  }
+
+  /** Commits the buffers' memory for the next examples now, between batches, not as frames write them (resident.ts). */
+  private reserveMemory(): void {
+    this.replay.reserve(RESERVE_AHEAD);
+    this.calibration.reserve(RESERVE_AHEAD);
   }
 
   /** Mini-batch steps on onnxruntime (head-kernel.ts): one per whole pending step, every exit. */
