@@ -47,7 +47,7 @@ export class ShadowAudit {
   private readonly lenientCounts: { n: number; agreed: number; next: number }[];
   /** Per exit: the window leans towards drift (SUSPICION), audits are boosted. */
   private readonly suspicious: boolean[];
-  /** Audits ever recorded and disagreements seen, per exit (for metrics). */
+  /** This replica's audits ever recorded and agreements seen, per exit (for metrics). */
   readonly totals: { audited: number; agreed: number }[];
 
   constructor(
@@ -72,8 +72,13 @@ export class ShadowAudit {
     return rate > 0 && rng.uniform() < rate;
   }
 
-  /** `lenient`: the answer was given below the target's threshold (SLO mode). */
-  record(exit: number, agreed: boolean, lenient = false): void {
+  /**
+   * `lenient`: the answer was given below the target's threshold (SLO mode).
+   * `own`: false for another replica's audit (a fleet's trainer, see
+   * HeadTrainer.takeAudit), which counts in the windows the drift check reads
+   * but not in this replica's totals.
+   */
+  record(exit: number, agreed: boolean, lenient = false, own = true): void {
     const c = (lenient ? this.lenientCounts : this.counts)[exit]!;
     const w = (lenient ? this.lenientWindows : this.windows)[exit]!;
     if (c.n === this.window) c.agreed -= w[c.next]!;
@@ -81,8 +86,10 @@ export class ShadowAudit {
     w[c.next] = agreed ? 1 : 0;
     c.agreed += agreed ? 1 : 0;
     c.next = (c.next + 1) % this.window;
-    this.totals[exit]!.audited++;
-    if (agreed) this.totals[exit]!.agreed++;
+    if (own) {
+      this.totals[exit]!.audited++;
+      if (agreed) this.totals[exit]!.agreed++;
+    }
     this.suspicious[exit] = this.below(exit, SUSPICION);
   }
 

@@ -134,6 +134,12 @@ export interface CacheObserver {
    * (none at exit 0), `probs` the answering head's.
    */
   onEarlyExit(features: readonly Float32Array[], probs: Float32Array): void;
+  /**
+   * An audited early answer's verdict, already recorded in the engine's own
+   * shadow audit. A trainer shares that audit and ignores this; a follower's
+   * forwarder passes it on to the fleet's trainer (state/examples.ts).
+   */
+  onAudit?(exit: number, agreed: boolean, lenient: boolean, headsVersion: number): void;
 }
 
 export interface EngineOptions {
@@ -419,7 +425,10 @@ export class CacheEngine {
       frame.confidence = confidence;
       frame.exit = BACKBONE_EXIT;
       const audit = auditedAt.get(f);
-      if (audit) this.audit.record(audit.exit, audit.label === best, audit.lenient);
+      if (audit) {
+        this.audit.record(audit.exit, audit.label === best, audit.lenient);
+        this.observer.onAudit?.(audit.exit, audit.label === best, audit.lenient, frame.headsVersion);
+      }
       const features = kept.map((k) => rowOf(k, f));
       this.observer.onBackboneFrame(features, frameLogits, frame.heldOut);
     });

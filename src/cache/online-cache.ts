@@ -65,6 +65,10 @@ class ObserverSwitch implements CacheObserver {
   onEarlyExit(features: readonly Float32Array[], probs: Float32Array): void {
     this.target.onEarlyExit(features, probs);
   }
+
+  onAudit(exit: number, agreed: boolean, lenient: boolean, headsVersion: number): void {
+    this.target.onAudit?.(exit, agreed, lenient, headsVersion);
+  }
 }
 
 /** The observer of a cache that is off: its engine runs the backbone alone and reports nothing. */

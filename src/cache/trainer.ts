@@ -48,6 +48,9 @@ export interface TrainerStats {
   /** Examples taken into the heads' memories (one per exit per example), and the time it took. */
   remembered: number;
   rememberMs: number;
+  /** Other replicas' audits recorded for the drift check, and those ignored as older than a drift alarm. */
+  fleetAudits: number;
+  staleAudits: number;
 }
 
 /**
@@ -76,6 +79,8 @@ export class HeadTrainer implements CacheObserver {
     calibrateMs: 0,
     remembered: 0,
     rememberMs: 0,
+    fleetAudits: 0,
+    staleAudits: 0,
   };
   private readonly heads: (ExitHead | null)[];
   /** Per exit: the moving average of its head's parameters, which snapshots publish. */
@@ -94,6 +99,8 @@ export class HeadTrainer implements CacheObserver {
   private warmupLeft: number;
   private sincePublish = 0;
   private version: number;
+  /** Lowest heads version whose audits from other replicas still count (see takeAudit). */
+  private auditsFrom = 0;
   private driftNote: string | undefined;
 
   constructor(
@@ -167,6 +174,23 @@ export class HeadTrainer implements CacheObserver {
       this.pendingSteps += warm ? this.options.stepsPerExample : this.options.steadyStepsPerExample;
     }
     this.sincePublish++;
+  }
+
+  /**
+   * Another replica's audit of an early answer (a fleet's trainer takes them
+   * from the example stream), recorded in the shadow audit this trainer's
+   * drift check reads, next to this replica's own. An audit of heads older
+   * than the snapshot of the last drift alarm judged heads that alarm
+   * replaced; it is ignored, so that one drift does not raise a second alarm
+   * on arrival of the verdicts that were on their way.
+   */
+  takeAudit(exit: number, agreed: boolean, lenient: boolean, headsVersion: number): void {
+    if (headsVersion < this.auditsFrom) {
+      this.stats.staleAudits++;
+      return;
+    }
+    this.audit.record(exit, agreed, lenient, false);
+    this.stats.fleetAudits++;
   }
 
   onEarlyExit(features: readonly Float32Array[], probs: Float32Array): void {
@@ -259,6 +283,8 @@ export class HeadTrainer implements CacheObserver {
     if (alarms.length === 0) return false;
     this.stats.driftAlarms++;
     this.driftNote = `drift detected by the shadow audit at exit ${alarms.join(", ")}`;
+    // The snapshot this alarm publishes next is the first whose audits count again.
+    this.auditsFrom = this.version + 1;
     // Stale evidence must not reopen exits: calibrate on fresh frames only,
     // and let the heads see mostly new examples.
     this.calibration.clear();

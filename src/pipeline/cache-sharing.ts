@@ -67,6 +67,7 @@ export class CacheSharing {
   /** The lease token the cache trains under, while it does. */
   private trainingToken: number | undefined;
   private received = 0;
+  private auditsReceived = 0;
   private adopted = 0;
   private published = 0;
   private snapshotVersion: number;
@@ -289,7 +290,7 @@ export class CacheSharing {
     this.log.info({ reason }, "stopped training the cache heads; forwarding examples to the trainer");
   }
 
-  /** Hands the trainer the examples other replicas forwarded. */
+  /** Hands the trainer the examples and audit verdicts other replicas forwarded. */
   private async takeExamples(): Promise<void> {
     if (!this.consumer) return;
     let examples;
@@ -301,8 +302,15 @@ export class CacheSharing {
       return;
     }
     const trainer = this.cache.trainer;
-    for (const example of examples) deliverExample(trainer, example, this.options.temperature);
-    this.received += examples.length;
+    for (const entry of examples) {
+      if (entry.kind === "audit") {
+        trainer.takeAudit(entry.exit, entry.agreed, entry.lenient, entry.headsVersion);
+        this.auditsReceived++;
+      } else {
+        deliverExample(trainer, entry, this.options.temperature);
+        this.received++;
+      }
+    }
     this.problem = undefined;
   }
 
@@ -337,6 +345,7 @@ export class CacheSharing {
       examplesForwarded: stream.sent,
       examplesDropped: stream.dropped,
       examplesReceived: this.received,
+      auditsReceived: this.auditsReceived,
     };
   }
 

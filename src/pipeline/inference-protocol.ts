@@ -39,11 +39,13 @@ export interface SharingStatus {
   /** Snapshots adopted from other replicas, and published by this one. */
   adopted: number;
   published: number;
-  /** Examples sent to the trainer through Redis, and lost on the way (Redis unreachable). */
+  /** Examples (and audit verdicts) sent to the trainer through Redis, and lost on the way (Redis unreachable). */
   examplesForwarded: number;
   examplesDropped: number;
   /** Examples from other replicas trained on here. */
   examplesReceived: number;
+  /** Other replicas' audit verdicts taken into this trainer's drift check. */
+  auditsReceived: number;
 }
 
 /** What the main thread needs to know about the model the thread loaded. */

@@ -33,7 +33,7 @@ const SHARING_TOTALS: [keyof SharingStatus, string, string][] = [
   [
     "examplesForwarded",
     "examples_forwarded_total",
-    "Training examples sent to the trainer through Redis (a replica without the trainer lease).",
+    "Training examples and audit verdicts sent to the trainer through Redis (a replica without the trainer lease).",
   ],
   [
     "examplesDropped",
@@ -41,6 +41,11 @@ const SHARING_TOTALS: [keyof SharingStatus, string, string][] = [
     "Training examples lost: the buffer overflowed while Redis was unreachable, or a send failed.",
   ],
   ["examplesReceived", "examples_received_total", "Examples from other replicas trained on here."],
+  [
+    "auditsReceived",
+    "fleet_audits_received_total",
+    "Other replicas' shadow audits taken into this trainer's drift check.",
+  ],
   ["adopted", "snapshots_adopted_total", "Shared cache snapshots adopted from the trainer."],
   ["published", "snapshots_published_total", "Cache snapshots this replica published as the trainer."],
 ];

@@ -26,6 +26,19 @@
  * features, 10 classes). Decoding trusts nothing: sizes must match the model's
  * layout, every number must be finite, the target must be a distribution.
  * Problems are STATE_INVALID.
+ *
+ * The same stream carries the followers' shadow audits (entry field `a`
+ * instead of `e`), so that the trainer's drift check sees every replica's
+ * audits, not only its own. An audit record is 20 bytes, little-endian:
+ *
+ *   offset  size      field
+ *   0       4         magic "LCXA" (layercache audit)
+ *   4       2  u16    format version (1)
+ *   6       2  u16    exit audited
+ *   8       1  u8     agreed with the backbone (0 or 1)
+ *   9       1  u8     lenient: answered below the target's threshold, SLO mode (0 or 1)
+ *   10      2         reserved, 0
+ *   12      8  f64    heads version that answered (a whole number)
  */
 import { LayercacheError } from "../errors/index.ts";
 import type { StateLayout } from "./layout.ts";
@@ -145,4 +158,56 @@ export function decodeExample(bytes: Uint8Array, layout: StateLayout): TrainingE
   }
   if (Math.abs(sum - 1) > SUM_TOLERANCE) reject(`target sums to ${sum.toFixed(6)}, not 1`);
   return { kind, features, target };
+}
+
+/** A follower's shadow audit of one early answer (see ShadowAudit.record). */
+export interface AuditRecord {
+  exit: number;
+  agreed: boolean;
+  lenient: boolean;
+  /** Heads version that gave the answer: audits of heads older than a drift alarm are stale. */
+  headsVersion: number;
+}
+
+const AUDIT_MAGIC = [0x4c, 0x43, 0x58, 0x41]; // "LCXA"
+export const AUDIT_BYTES = 20;
+
+export function encodeAudit(record: AuditRecord, layout: StateLayout): Buffer {
+  const { exit, headsVersion } = record;
+  if (!(Number.isInteger(exit) && exit >= 0 && exit < layout.featureSizes.length)) {
+    throw new LayercacheError("INTERNAL", `cannot encode the audit: no exit ${exit}`);
+  }
+  if (!(Number.isSafeInteger(headsVersion) && headsVersion >= 0)) {
+    throw new LayercacheError("INTERNAL", `cannot encode the audit: heads version ${headsVersion}`);
+  }
+  const bytes = Buffer.alloc(AUDIT_BYTES);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  bytes.set(AUDIT_MAGIC, 0);
+  view.setUint16(4, FORMAT, true);
+  view.setUint16(6, exit, true);
+  view.setUint8(8, record.agreed ? 1 : 0);
+  view.setUint8(9, record.lenient ? 1 : 0);
+  view.setFloat64(12, headsVersion, true);
+  return bytes;
+}
+
+/** Parses one audit record of the model with `layout`; throws STATE_INVALID on anything else. */
+export function decodeAudit(bytes: Uint8Array, layout: StateLayout): AuditRecord {
+  const fail = (message: string): never => {
+    throw new LayercacheError("STATE_INVALID", `audit record: ${message}`);
+  };
+  if (bytes.length !== AUDIT_BYTES) fail(`${bytes.length} bytes where ${AUDIT_BYTES} were expected`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  for (let i = 0; i < AUDIT_MAGIC.length; i++) if (bytes[i] !== AUDIT_MAGIC[i]) fail("wrong magic");
+  const format = view.getUint16(4, true);
+  if (format !== FORMAT) fail(`unsupported format ${format}`);
+  const exit = view.getUint16(6, true);
+  if (exit >= layout.featureSizes.length) fail(`exit ${exit}, the model has ${layout.featureSizes.length}`);
+  const agreed = view.getUint8(8);
+  const lenient = view.getUint8(9);
+  if (agreed > 1 || lenient > 1) fail("flags are not 0 or 1");
+  if (view.getUint16(10, true) !== 0) fail("reserved bytes are not zero");
+  const headsVersion = view.getFloat64(12, true);
+  if (!(Number.isSafeInteger(headsVersion) && headsVersion >= 0)) fail(`heads version ${headsVersion}`);
+  return { exit, agreed: agreed === 1, lenient: lenient === 1, headsVersion };
 }

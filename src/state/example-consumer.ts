@@ -15,8 +15,8 @@
 import { z } from "zod";
 import { LayercacheError, isLayercacheError } from "../errors/index.ts";
 import type { Logger } from "../telemetry/logger.ts";
-import type { TrainingExample } from "./example-codec.ts";
-import { decodeExample } from "./example-codec.ts";
+import type { AuditRecord, TrainingExample } from "./example-codec.ts";
+import { decodeAudit, decodeExample } from "./example-codec.ts";
 import type { StateKeys } from "./keys.ts";
 import type { StateLayout } from "./layout.ts";
 import type { StateConnection } from "./redis-connection.ts";
@@ -29,15 +29,29 @@ export interface RawEntry {
   fields: Buffer[];
 }
 
-/** An entry's example (field `e`) and producer (field `p`); throws STATE_INVALID for anything else. */
-export function decodeEntry(entry: RawEntry, layout: StateLayout): ReceivedExample {
+function entryFields(entry: RawEntry): Map<string, Buffer> {
   const fields = new Map<string, Buffer>();
   for (let i = 0; i + 1 < entry.fields.length; i += 2)
     fields.set(entry.fields[i]!.toString(), entry.fields[i + 1]!);
+  return fields;
+}
+
+/** An entry's example (field `e`) and producer (field `p`); throws STATE_INVALID for anything else. */
+export function decodeEntry(entry: RawEntry, layout: StateLayout): ReceivedExample {
+  const fields = entryFields(entry);
   const bytes = fields.get("e");
   if (!bytes) throw new LayercacheError("STATE_INVALID", "training example: entry without an 'e' field");
   const example = decodeExample(bytes, layout);
   return { ...example, id: entry.id, producer: fields.get("p")?.toString() ?? "unknown" };
+}
+
+/** An example-stream entry: an example (field `e`) or a follower's audit (field `a`); STATE_INVALID otherwise. */
+export function decodeStreamEntry(entry: RawEntry, layout: StateLayout): ReceivedEntry {
+  const fields = entryFields(entry);
+  const audit = fields.get("a");
+  if (!audit || fields.has("e")) return decodeEntry(entry, layout);
+  const record = decodeAudit(audit, layout);
+  return { kind: "audit", ...record, id: entry.id, producer: fields.get("p")?.toString() ?? "unknown" };
 }
 
 /** The consumer group every trainer of a model reads in. */
@@ -55,7 +69,7 @@ export interface ConsumerOptions {
 }
 
 export interface ConsumerStats {
-  /** Examples returned to the trainer (acknowledged by this consumer). */
+  /** Examples and audits returned to the trainer (acknowledged by this consumer). */
   received: number;
   /** Entries taken over from a previous trainer's pending list. */
   claimed: number;
@@ -71,6 +85,15 @@ export interface ReceivedExample extends TrainingExample {
   /** Replica that produced it. */
   producer: string;
 }
+
+/** A follower's shadow audit, for the trainer's drift check. */
+export interface ReceivedAudit extends AuditRecord {
+  kind: "audit";
+  id: string;
+  producer: string;
+}
+
+export type ReceivedEntry = ReceivedExample | ReceivedAudit;
 
 const buf = z.instanceof(Buffer);
 const entrySchema = z.tuple([buf, z.array(buf)]);
@@ -118,10 +141,11 @@ export class ExampleConsumer {
   }
 
   /**
-   * The next examples for this trainer: first entries abandoned by earlier
-   * trainers, then new ones. SERVICE_UNAVAILABLE while Redis is unreachable.
+   * The next examples (and followers' audits) for this trainer: first entries
+   * abandoned by earlier trainers, then new ones. SERVICE_UNAVAILABLE while
+   * Redis is unreachable.
    */
-  async read(count = this.count): Promise<ReceivedExample[]> {
+  async read(count = this.count): Promise<ReceivedEntry[]> {
     if (!(Number.isInteger(count) && count >= 1)) return [];
     let entries: RawEntry[];
     try {
@@ -135,7 +159,7 @@ export class ExampleConsumer {
     if (entries.length === 0) return [];
     const acked = new Set(await this.acknowledge(entries.map((e) => e.id)));
     this.counts.duplicates += entries.length - acked.size;
-    const out: ReceivedExample[] = [];
+    const out: ReceivedEntry[] = [];
     for (const entry of entries) {
       if (!acked.has(entry.id)) continue;
       const example = this.decode(entry);
@@ -242,9 +266,9 @@ export class ExampleConsumer {
     return this.parse(ackSchema, reply, "acknowledge");
   }
 
-  private decode(entry: RawEntry): ReceivedExample | undefined {
+  private decode(entry: RawEntry): ReceivedEntry | undefined {
     try {
-      return decodeEntry(entry, this.layout);
+      return decodeStreamEntry(entry, this.layout);
     } catch (err) {
       if (!isLayercacheError(err, "STATE_INVALID")) throw err;
       this.counts.invalid++;

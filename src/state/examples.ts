@@ -18,8 +18,8 @@ import type { CacheObserver } from "../cache/engine.ts";
 import { softmaxWithTemperature } from "../cache/heads.ts";
 import { LayercacheError } from "../errors/index.ts";
 import type { Logger } from "../telemetry/logger.ts";
-import type { TrainingExample } from "./example-codec.ts";
-import { encodeExample } from "./example-codec.ts";
+import type { AuditRecord, TrainingExample } from "./example-codec.ts";
+import { encodeAudit, encodeExample } from "./example-codec.ts";
 import type { ConsumerOptions } from "./example-consumer.ts";
 import { ExampleConsumer } from "./example-consumer.ts";
 import type { StateKeys } from "./keys.ts";
@@ -46,14 +46,15 @@ export interface ExampleStreamOptions {
   batchSize?: number;
 }
 
+/** Counts of entries: examples and audit records alike. */
 export interface ProducerStats {
-  /** Examples handed to `offer`. */
+  /** Entries handed to `offer` or `offerAudit`. */
   offered: number;
-  /** Examples Redis stored. */
+  /** Entries Redis stored. */
   sent: number;
-  /** Examples lost: buffer overflow while Redis was unreachable, or a batch that failed in flight. */
+  /** Entries lost: buffer overflow while Redis was unreachable, or a batch that failed in flight. */
   dropped: number;
-  /** Examples waiting in the local buffer or on their way to Redis now. */
+  /** Entries waiting in the local buffer or on their way to Redis now. */
   buffered: number;
 }
 
@@ -61,7 +62,8 @@ export class ExampleStream {
   readonly keys: StateKeys;
   /** The stream's key. */
   readonly key: string;
-  private readonly buffer: Buffer[] = [];
+  /** Encoded entries waiting to be sent: an example (field `e`) or an audit record (field `a`). */
+  private readonly buffer: { field: "e" | "a"; bytes: Buffer }[] = [];
   private readonly counts = { offered: 0, sent: 0, dropped: 0 };
   private readonly maxLength: number;
   private readonly bufferCapacity: number;
@@ -92,7 +94,17 @@ export class ExampleStream {
   /** Queues one example (encoded now, so the caller may reuse its arrays) and sends soon. Never throws for Redis. */
   offer(example: TrainingExample): void {
     if (this.closed) return;
-    this.buffer.push(encodeExample(example, this.options.layout));
+    this.enqueue("e", encodeExample(example, this.options.layout));
+  }
+
+  /** Queues a follower's audit of an early answer, for the trainer's drift check (example-codec.ts). */
+  offerAudit(record: AuditRecord): void {
+    if (this.closed) return;
+    this.enqueue("a", encodeAudit(record, this.options.layout));
+  }
+
+  private enqueue(field: "e" | "a", bytes: Buffer): void {
+    this.buffer.push({ field, bytes });
     this.counts.offered++;
     if (this.buffer.length > this.bufferCapacity) {
       const over = this.buffer.length - this.bufferCapacity;
@@ -125,8 +137,8 @@ export class ExampleStream {
     while (this.buffer.length > 0 && connection.ready) {
       const batch = this.buffer.splice(0, this.batchSize);
       const pipeline = connection.client.pipeline();
-      for (const bytes of batch) {
-        pipeline.xadd(this.key, "MAXLEN", "~", this.maxLength, "*", "e", bytes, "p", producerId);
+      for (const { field, bytes } of batch) {
+        pipeline.xadd(this.key, "MAXLEN", "~", this.maxLength, "*", field, bytes, "p", producerId);
       }
       let failed = batch.length;
       let firstError: unknown;
@@ -191,6 +203,8 @@ export interface ForwarderOptions {
  * A frame that ran the whole backbone gives a backbone (or held-out) example
  * whose target is the softmax at the cache temperature; a frame that left
  * early gives an early-exit example whose target is the answering head's output.
+ * An audited early answer's verdict goes too, so that the trainer's drift
+ * check sees the whole fleet's audits.
  */
 export class ExampleForwarder implements CacheObserver {
   private readonly target: Float32Array;
@@ -210,6 +224,10 @@ export class ExampleForwarder implements CacheObserver {
   onEarlyExit(features: readonly Float32Array[], probs: Float32Array): void {
     if (this.options.earlyExits === false || features.length === 0) return;
     this.stream.offer({ kind: "early-exit", features, target: probs });
+  }
+
+  onAudit(exit: number, agreed: boolean, lenient: boolean, headsVersion: number): void {
+    this.stream.offerAudit({ exit, agreed, lenient, headsVersion });
   }
 }
 

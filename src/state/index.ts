@@ -40,6 +40,8 @@ export {
   TRAINER_GROUP,
   type ConsumerOptions,
   type ConsumerStats,
+  type ReceivedAudit,
+  type ReceivedEntry,
   type ReceivedExample,
 } from "./example-consumer.ts";
-export type { ExampleKind } from "./example-codec.ts";
+export type { AuditRecord, ExampleKind } from "./example-codec.ts";

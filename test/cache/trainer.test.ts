@@ -1,6 +1,7 @@
 /**
- * The trainer's publishing cadence. Real manifest and onnxruntime kernels;
- * constant features, since what is learned does not matter here.
+ * The trainer's publishing cadence, averaged heads, and the drift check fed
+ * by other replicas' audits. Real manifest and onnxruntime kernels; constant
+ * features, since what is learned does not matter here.
  */
 import { describe, expect, it } from "vitest";
 import { ShadowAudit } from "../../src/cache/audit.ts";
@@ -59,5 +60,28 @@ describe("HeadTrainer", () => {
     let differ = 0;
     for (let i = 0; i < trained.length; i++) if (published[i] !== trained[i]) differ++;
     expect(differ).toBeGreaterThan(trained.length / 2);
+  });
+
+  it("raises the drift alarm on other replicas' audits, then ignores those of heads the alarm replaced", async () => {
+    const manifest = loadManifest(MODEL_DIR);
+    const options = cacheOptions({ publishEvery: 1_000, trainBatch: 8 });
+    const audit = new ShadowAudit(manifest.exits.length, 0, 50, 0.99, 0.01);
+    const trainer = new HeadTrainer(manifest, options, audit, 6);
+    // Forwarded verdicts on exit 2 of heads version 6: the follower's answers were wrong half the time.
+    for (let i = 0; i < 20; i++) trainer.takeAudit(2, i % 2 === 0, false, 6);
+    expect(audit.drifted(2)).toBe(true);
+    // They count for the drift check, not in this replica's own totals (its metrics).
+    expect(audit.totals[2]).toEqual({ audited: 0, agreed: 0 });
+    const alarm = await trainer.maintain(manifest.modelId);
+    expect(trainer.stats.driftAlarms).toBe(1);
+    expect(alarm?.version).toBe(7);
+    expect(alarm?.decisions.every((d) => !d.open)).toBe(true);
+    // Verdicts on version 6 still on their way are stale: no second alarm.
+    for (let i = 0; i < 20; i++) trainer.takeAudit(2, false, false, 6);
+    expect(audit.drifted(2)).toBe(false);
+    expect(trainer.stats).toMatchObject({ fleetAudits: 20, staleAudits: 20 });
+    // Verdicts on the heads published after the alarm count again.
+    for (let i = 0; i < 20; i++) trainer.takeAudit(2, false, false, 7);
+    expect(audit.drifted(2)).toBe(true);
   });
 });

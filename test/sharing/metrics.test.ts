@@ -22,6 +22,7 @@ function status(over: Partial<SharingStatus> = {}): SharingStatus {
     examplesForwarded: 0,
     examplesDropped: 0,
     examplesReceived: 0,
+    auditsReceived: 0,
     ...over,
   };
 }
@@ -56,6 +57,7 @@ describe("sharing metrics", () => {
       examplesForwarded: 150,
       examplesDropped: 40,
       examplesReceived: 64,
+      auditsReceived: 5,
       adopted: 2,
       published: 1,
       snapshotVersion: 9,
@@ -68,6 +70,7 @@ describe("sharing metrics", () => {
     expect(metric(samples, "layercache_examples_forwarded_total")).toBe(150);
     expect(metric(samples, "layercache_examples_dropped_total")).toBe(40);
     expect(metric(samples, "layercache_examples_received_total")).toBe(64);
+    expect(metric(samples, "layercache_fleet_audits_received_total")).toBe(5);
     expect(metric(samples, "layercache_snapshots_published_total")).toBe(1);
   });
 
@@ -80,6 +83,7 @@ describe("sharing metrics", () => {
       "layercache_examples_forwarded_total",
       "layercache_examples_dropped_total",
       "layercache_examples_received_total",
+      "layercache_fleet_audits_received_total",
       "layercache_snapshots_adopted_total",
       "layercache_snapshots_published_total",
     ]) {

@@ -3,8 +3,8 @@
  * real test images (no Redis: the in-memory store stands for the shared one,
  * a recording observer for the forwarder):
  *
- * - a follower hands every observation to the forwarder and neither trains
- *   nor publishes;
+ * - a follower hands every observation to the forwarder, its audit verdicts
+ *   included, and neither trains nor publishes;
  * - a replica that takes over training starts from the heads of the snapshot
  *   it holds, numbers its versions above it, and holds its own snapshots back
  *   until its calibration has proven as many open exits (or gathered as much
@@ -41,6 +41,12 @@ class RecordingForwarder implements CacheObserver {
 
   onEarlyExit(): void {
     this.early++;
+  }
+
+  readonly audits: { exit: number; agreed: boolean; headsVersion: number }[] = [];
+
+  onAudit(exit: number, agreed: boolean, _lenient: boolean, headsVersion: number): void {
+    this.audits.push({ exit, agreed, headsVersion });
   }
 }
 
@@ -110,6 +116,23 @@ describe("OnlineCache in a fleet", () => {
     const fleet = (await store.current())!;
     expect(open(fleet)).toBeGreaterThan(0);
     await first.close();
+
+    // A follower auditing every early answer passes each verdict on, with the heads version it judged.
+    const auditor = new RecordingForwarder();
+    const audited = await OnlineCache.create(model, { ...options, auditRate: 1 }, store, true, {
+      forwarder: auditor,
+    });
+    await run(audited, 0, 320);
+    const totals = audited.audit.totals.reduce((a, t) => a + t.audited, 0);
+    expect(totals).toBeGreaterThan(0);
+    expect(auditor.audits).toHaveLength(totals);
+    expect(auditor.audits.filter((a) => a.agreed)).toHaveLength(
+      audited.audit.totals.reduce((a, t) => a + t.agreed, 0),
+    );
+    expect(
+      auditor.audits.every((a) => a.headsVersion === fleet.version && fleet.decisions[a.exit]!.open),
+    ).toBe(true);
+    await audited.close();
 
     const forwarder = new RecordingForwarder();
     const next = await OnlineCache.create(model, options, store, true, { forwarder });

@@ -8,7 +8,8 @@ import { describe, expect, it } from "vitest";
 import type { CacheObserver } from "../../src/cache/engine.ts";
 import { softmaxWithTemperature } from "../../src/cache/heads.ts";
 import type { TrainingExample } from "../../src/state/example-codec.ts";
-import type { ReceivedExample } from "../../src/state/example-consumer.ts";
+import { encodeAudit } from "../../src/state/example-codec.ts";
+import type { ReceivedEntry, ReceivedExample } from "../../src/state/example-consumer.ts";
 import { TRAINER_GROUP } from "../../src/state/example-consumer.ts";
 import { ExampleForwarder, ExampleStream, deliverExample } from "../../src/state/examples.ts";
 import { ACK_EXAMPLES } from "../../src/state/scripts.ts";
@@ -27,7 +28,14 @@ function example(n: number, kind: TrainingExample["kind"] = "backbone"): Trainin
   return { kind, features, target };
 }
 
-const numberOf = (e: ReceivedExample): number => e.features[0]![0]!;
+function isExample(e: ReceivedEntry): e is ReceivedExample {
+  return e.kind !== "audit";
+}
+
+function numberOf(e: ReceivedEntry): number {
+  if (!isExample(e)) throw new Error(`entry ${e.id} is an audit, not an example`);
+  return e.features[0]![0]!;
+}
 
 describe("ExampleStream", () => {
   const suite = stateSuite();
@@ -44,8 +52,8 @@ describe("ExampleStream", () => {
     });
   }
 
-  async function drain(read: () => Promise<ReceivedExample[]>): Promise<ReceivedExample[]> {
-    const all: ReceivedExample[] = [];
+  async function drain(read: () => Promise<ReceivedEntry[]>): Promise<ReceivedEntry[]> {
+    const all: ReceivedEntry[] = [];
     for (;;) {
       const batch = await read();
       if (batch.length === 0) return all;
@@ -72,7 +80,7 @@ describe("ExampleStream", () => {
     ]);
     expect(new Set(got.map((e) => e.producer))).toEqual(new Set(["replica-1", "replica-2"]));
     expect(got.filter((e) => e.kind === "held-out")).toHaveLength(15);
-    const early = got.find((e) => e.kind === "early-exit")!;
+    const early = got.filter(isExample).find((e) => e.kind === "early-exit")!;
     expect(early.features).toHaveLength(2);
     expect(trainer.stats).toMatchObject({ received: 151, duplicates: 0, invalid: 0 });
     // Read and acknowledged: nothing pending, nothing more to read.
@@ -88,7 +96,7 @@ describe("ExampleStream", () => {
     await producer.flush();
 
     const counted = new Map<number, string>();
-    const count = (who: string, examples: ReceivedExample[]) => {
+    const count = (who: string, examples: ReceivedEntry[]) => {
       for (const e of examples) {
         expect(counted.has(numberOf(e)), `example ${numberOf(e)} counted twice`).toBe(false);
         counted.set(numberOf(e), who);
@@ -168,6 +176,11 @@ describe("ExampleStream", () => {
     await producer.flush();
     await redis.xadd(producer.keys.examples, "*", "e", Buffer.from("junk"), "p", "x");
     await redis.xadd(producer.keys.examples, "*", "nothing", "here");
+    // Audit records: truncated, and one of an exit the model does not have (exit 3 of 3).
+    await redis.xadd(producer.keys.examples, "*", "a", Buffer.from("LCXA"), "p", "x");
+    const bad = encodeAudit({ exit: 0, agreed: true, lenient: false, headsVersion: 1 }, LAYOUT);
+    bad.writeUInt16LE(LAYOUT.featureSizes.length, 6);
+    await redis.xadd(producer.keys.examples, "*", "a", bad, "p", "x");
     other.offer({
       kind: "backbone",
       features: [6, 10, 15].map((d) => new Float32Array(d)),
@@ -179,7 +192,7 @@ describe("ExampleStream", () => {
     const trainer = producer.consumer("trainer");
     const got = await drain(() => trainer.read());
     expect(got.map(numberOf)).toEqual([1, 2]);
-    expect(trainer.stats).toMatchObject({ received: 2, invalid: 3 });
+    expect(trainer.stats).toMatchObject({ received: 2, invalid: 5 });
   });
 
   it("feeds a trainer from the engine's observer calls on another replica", async () => {
@@ -192,6 +205,7 @@ describe("ExampleStream", () => {
     forwarder.onBackboneFrame(features, logits, false);
     forwarder.onBackboneFrame(features, logits, true);
     forwarder.onEarlyExit(features.slice(0, 1), Float32Array.of(0.7, 0.1, 0.1, 0.1));
+    forwarder.onAudit(1, false, true, 17);
     await producer.flush();
 
     const calls: string[] = [];
@@ -207,8 +221,16 @@ describe("ExampleStream", () => {
       onEarlyExit: (f, probs) => void calls.push(`early ${f.length} ${probs[0]!.toFixed(1)}`),
     };
     const consumer = producer.consumer("trainer");
-    for (const e of await consumer.read()) deliverExample(trainer, e, temperature);
-    expect(calls).toEqual(["backbone", "held-out", "early 1 0.7"]);
+    for (const e of await consumer.read()) {
+      if (isExample(e)) deliverExample(trainer, e, temperature);
+      else calls.push(`audit exit ${e.exit} agreed ${e.agreed} lenient ${e.lenient} v${e.headsVersion}`);
+    }
+    expect(calls).toEqual([
+      "backbone",
+      "held-out",
+      "early 1 0.7",
+      "audit exit 1 agreed false lenient true v17",
+    ]);
   });
 
   it("reads with a blocking consumer on its own connection", async () => {
