@@ -36,6 +36,20 @@ export class ParameterAverage {
     for (let i = 0; i < params.length; i++) average[i] = average[i]! + take * (params[i]! - average[i]!);
   }
 
+  /**
+   * Starts from parameters that already are an average (a published
+   * snapshot's, which a trainer taking over carries on from): later steps
+   * move it at the full decay, not the ramp's, so that the first steps of a
+   * fresh optimizer (each as large as the learning rate in every coordinate)
+   * reach the published heads damped, as they would the trainer's before.
+   */
+  seed(params: Float32Array): void {
+    if (this.decay === 0) return;
+    this.average = params.slice();
+    // The ramp (1 + t) / (10 + t) has reached the decay from here on.
+    this.updates = Math.ceil((10 * this.decay - 1) / (1 - this.decay));
+  }
+
   /** Starts again from the next update (after a drift alarm: old parameters must not linger). */
   reset(): void {
     this.average = null;

@@ -151,6 +151,11 @@ export interface EngineOptions {
   seed: number;
   /** onnxruntime kernels for the heads; without them heads answer in TypeScript. */
   kernels?: KernelPool;
+  /**
+   * Build the span sessions of each snapshot held (default true). False for a
+   * cache that never answers frames, only trains (the learner thread).
+   */
+  prepareSpans?: boolean;
 }
 
 export class CacheEngine {
@@ -175,7 +180,12 @@ export class CacheEngine {
     this.segmentMacs = backbone.manifest.segments.map((s) => s.macs);
     this.classes = backbone.manifest.classes.length;
     this.frameSize = elements(backbone.manifest.input.shape);
-    this.preparing = backbone.prepareSpans(this.ranges(snapshot));
+    this.preparing = this.prepare(snapshot);
+  }
+
+  private prepare(snapshot: CacheSnapshot): Promise<void> {
+    if (this.options.prepareSpans === false) return Promise.resolve();
+    return this.backbone.prepareSpans(this.ranges(snapshot));
   }
 
   /**
@@ -202,7 +212,7 @@ export class CacheEngine {
     }
     if (snapshot.version <= this.snapshot.version) return;
     this.snapshot = snapshot;
-    this.preparing = this.backbone.prepareSpans(this.ranges(snapshot));
+    this.preparing = this.prepare(snapshot);
   }
 
   /**

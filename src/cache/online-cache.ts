@@ -23,6 +23,7 @@ import type { CacheOptions } from "./options.ts";
 import type { CacheSnapshot, CacheStateStore } from "./state.ts";
 import { MemoryStateStore, emptySnapshot } from "./state.ts";
 import { HeadTrainer } from "./trainer.ts";
+import type { StepBudget } from "./trainer.ts";
 import { KernelPool } from "./head-kernel.ts";
 import type { ExactAnswer } from "./exact-cache.ts";
 import { ExactCache, contentKey } from "./exact-cache.ts";
@@ -35,6 +36,12 @@ export type CacheRole = "alone" | "follower" | "trainer";
 export interface FleetRoles {
   /** The engine's observer while another replica trains: sends what the engine sees to it. */
   forwarder: CacheObserver;
+  /**
+   * This cache only trains, on what the stream brings (the learner thread,
+   * docs/sharing.md): its engine never answers a frame, so no span sessions
+   * are built for it.
+   */
+  trainsOnly?: boolean;
 }
 
 /** How `becomeTrainer` started training. */
@@ -113,6 +120,11 @@ export class OnlineCache {
   /** Version of the last snapshot this cache published. */
   private lastPublished = -1;
   private hold: TakeoverHold | undefined;
+  /** The trainer whose drift alarms were last reported, and how many of them were. */
+  private driftReported: { trainer: HeadTrainer | undefined; alarms: number } = {
+    trainer: undefined,
+    alarms: 0,
+  };
   private readonly frameSize: number;
 
   private constructor(
@@ -155,6 +167,7 @@ export class OnlineCache {
       warmupCalibrationFrames: options.warmupCalibrationFrames,
       seed: options.seed,
       kernels: this.kernels,
+      prepareSpans: fleet?.trainsOnly !== true,
     });
   }
 
@@ -192,6 +205,15 @@ export class OnlineCache {
       this.kernels,
     );
     return this.learner;
+  }
+
+  /** What the trainer's newest drift alarm found, if it raised one since the last call: for the caller to log. */
+  newDriftAlarm(): string | undefined {
+    const trainer = this.learner;
+    const seen = this.driftReported.trainer === trainer ? this.driftReported.alarms : 0;
+    const alarms = trainer?.stats.driftAlarms ?? 0;
+    this.driftReported = { trainer, alarms };
+    return alarms > seen ? trainer!.lastDriftAlarm : undefined;
   }
 
   /** Whether a trainer that took over is holding its snapshots back (see TakeoverHold). */
@@ -314,6 +336,7 @@ export class OnlineCache {
       );
       this.learner = trainer;
       seed?.(trainer);
+      trainer.restartPublishCount();
       const evidence = Math.min(
         Math.max(0, ...current.decisions.map((d) => d.calibration?.reached ?? 0)),
         this.options.calibrationCapacity,
@@ -352,14 +375,15 @@ export class OnlineCache {
    * Learns from what the last batches showed, and publishes and adopts a new
    * snapshot when one is due. A follower does neither. Errors of the store
    * (a trainer that lost its lease, an unreachable store) reach the caller.
+   * `budget` bounds the training (a learner thread's, see StepBudget).
    */
-  async maintain(): Promise<CacheSnapshot | undefined> {
+  async maintain(budget?: StepBudget): Promise<CacheSnapshot | undefined> {
     // Cache off: the engine answers with the backbone alone and observes nothing.
     if (!this.cacheEnabled || this.currentRole === "follower") return undefined;
     const t0 = performance.now();
     try {
       const trainer = this.trainer;
-      const next = await trainer.maintain(this.backbone.manifest.modelId);
+      const next = await trainer.maintain(this.backbone.manifest.modelId, budget);
       if (!next || this.heldBack(next, trainer)) return undefined;
       if (!(await this.store.publish(next))) return undefined;
       this.lastPublished = next.version;

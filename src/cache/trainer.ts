@@ -51,6 +51,20 @@ export interface TrainerStats {
   /** Other replicas' audits recorded for the drift check, and those ignored as older than a drift alarm. */
   fleetAudits: number;
   staleAudits: number;
+  /** Steps owed beyond a step budget's `maxOwed`, dropped (a learner thread that cannot keep up). */
+  forgoneSteps: number;
+}
+
+/**
+ * How much one `maintain` may train: at most `maxSteps` steps, and of the
+ * steps still owed after them at most `maxOwed` are kept. A learner thread
+ * (docs/sharing.md) takes examples as fast as the fleet sends them and
+ * trains in between as much as its core allows, rather than owing a fixed
+ * number of steps per example that it could never catch up on.
+ */
+export interface StepBudget {
+  maxSteps: number;
+  maxOwed: number;
 }
 
 /**
@@ -81,6 +95,7 @@ export class HeadTrainer implements CacheObserver {
     rememberMs: 0,
     fleetAudits: 0,
     staleAudits: 0,
+    forgoneSteps: 0,
   };
   private readonly heads: (ExitHead | null)[];
   /** Per exit: the moving average of its head's parameters, which snapshots publish. */
@@ -102,6 +117,8 @@ export class HeadTrainer implements CacheObserver {
   /** Lowest heads version whose audits from other replicas still count (see takeAudit). */
   private auditsFrom = 0;
   private driftNote: string | undefined;
+  /** What the last drift alarm found (kept after its exits reopen), for the logs. */
+  lastDriftAlarm: string | undefined;
 
   constructor(
     private readonly manifest: Manifest,
@@ -130,10 +147,11 @@ export class HeadTrainer implements CacheObserver {
    * A trainer that carries on from a published snapshot, another replica's
    * work (docs/sharing.md): its heads, copied through the codec so that
    * training never touches the heads an engine answers with, and versions
-   * above `startVersion`. The optimizer state, the replay window, the
-   * calibration set and the parameter averages start empty (the snapshot's
-   * heads already carry averaged parameters, which the live heads start
-   * from); heads with an open exit skip the warm-up training rate.
+   * above `startVersion`. The optimizer state, the replay window and the
+   * calibration set start empty; the snapshot's heads carry averaged
+   * parameters, which both the live heads and their averages start from
+   * (ParameterAverage.seed); heads with an open exit skip the warm-up
+   * training rate.
    */
   static fromSnapshot(
     manifest: Manifest,
@@ -151,7 +169,11 @@ export class HeadTrainer implements CacheObserver {
       kernels,
     );
     snapshot.heads.forEach((head, e) => {
-      if (head && e < trainer.heads.length) trainer.heads[e] = headFromBytes(head.toBytes());
+      if (!head || e >= trainer.heads.length) return;
+      const live: ExitHead = headFromBytes(head.toBytes());
+      trainer.heads[e] = live;
+      // The snapshot's parameters are an average already: carry it on rather than start a new one.
+      if (live.parameters) trainer.averages[e]!.seed(live.parameters());
     });
     // Heads that have proven an exit are past their warm-up: train them at
     // the steady rate, as the trainer before would have.
@@ -235,13 +257,32 @@ export class HeadTrainer implements CacheObserver {
   }
 
   /**
+   * What was observed so far does not bring the next snapshot forward: the
+   * calibration evidence a trainer takes over was behind the snapshot it
+   * took over already, and publishing at once, on heads not yet trained a
+   * step, could only repeat or undo that snapshot.
+   */
+  restartPublishCount(): void {
+    this.sincePublish = 0;
+  }
+
+  /** Whole training steps owed and not yet taken. */
+  get stepsOwed(): number {
+    return Math.floor(this.pendingSteps);
+  }
+
+  /**
    * Trains, checks the audit, and returns a new snapshot when one is due
    * (every `publishEvery` observed frames while training at the warm-up rate,
    * every `steadyPublishEvery` after, and at once after a drift alarm).
    */
-  async maintain(modelId: string): Promise<CacheSnapshot | undefined> {
+  async maintain(modelId: string, budget?: StepBudget): Promise<CacheSnapshot | undefined> {
     this.reserveMemory();
-    await this.train();
+    await this.train(budget?.maxSteps ?? Infinity);
+    if (budget && this.pendingSteps > budget.maxOwed) {
+      this.stats.forgoneSteps += Math.floor(this.pendingSteps - budget.maxOwed);
+      this.pendingSteps = budget.maxOwed;
+    }
     const drifted = this.checkDrift();
     const every = this.warmupLeft > 0 ? this.options.publishEvery : this.options.steadyPublishEvery;
     if (!drifted && this.sincePublish < every) return undefined;
@@ -256,11 +297,11 @@ export class HeadTrainer implements CacheObserver {
   }
 
   /** Mini-batch steps on onnxruntime (head-kernel.ts): one per whole pending step, every exit. */
-  private async train(): Promise<void> {
+  private async train(maxSteps: number): Promise<void> {
     if (this.replay.size(this.sizes.length - 1) < this.options.trainBatch) return;
     const t0 = performance.now();
     const batch = this.options.trainBatch;
-    while (this.pendingSteps >= 1) {
+    for (let taken = 0; this.pendingSteps >= 1 && taken < maxSteps; taken++) {
       this.pendingSteps--;
       let stepped = false;
       for (const e of this.sizes.keys()) {
@@ -283,6 +324,16 @@ export class HeadTrainer implements CacheObserver {
     if (alarms.length === 0) return false;
     this.stats.driftAlarms++;
     this.driftNote = `drift detected by the shadow audit at exit ${alarms.join(", ")}`;
+    this.lastDriftAlarm = `${this.driftNote} (${alarms
+      .map((e) => {
+        const { audited, agreed } = this.audit.stats(
+          e,
+          this.options.confidenceLevel,
+          this.options.boundMethod,
+        );
+        return `${agreed}/${audited} agreed`;
+      })
+      .join(", ")})`;
     // The snapshot this alarm publishes next is the first whose audits count again.
     this.auditsFrom = this.version + 1;
     // Stale evidence must not reopen exits: calibrate on fresh frames only,

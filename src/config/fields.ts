@@ -193,6 +193,12 @@ export const FIELDS = {
     schema: int(1_000, 300_000),
     default: "15000",
   },
+  learnerThread: {
+    env: "LAYERCACHE_LEARNER_THREAD",
+    doc: "With sharing: train on a thread of the replica's own, fed through Redis, instead of on the inference thread between batches.",
+    schema: bool,
+    default: "true",
+  },
   modelDir: {
     env: "LAYERCACHE_MODEL_DIR",
     doc: "Folder with the backbone's manifest.json and ONNX segments.",

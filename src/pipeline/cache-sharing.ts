@@ -23,6 +23,7 @@
  * back. Only errors that are not Redis's (a bug in training) reach the caller.
  */
 import type { CacheOptions } from "../cache/options.ts";
+import type { StepBudget } from "../cache/trainer.ts";
 import { OnlineCache } from "../cache/online-cache.ts";
 import type { CacheSnapshot } from "../cache/state.ts";
 import { isLayercacheError } from "../errors/index.ts";
@@ -52,13 +53,35 @@ const EXAMPLES_PER_STEP = 64;
  */
 const EVIDENCE_CAP = 2_048;
 
+/**
+ * Which part of the replica's sharing this instance plays: all of it (the
+ * inference thread learns between batches), or, with a learner thread, the
+ * inference thread's `answers` (never campaigns for the lease: it forwards
+ * and adopts) and the learner thread's `trains` (campaigns, and as trainer
+ * learns from the stream alone; its engine answers no frame).
+ */
+export type SharingPart = "all" | "answers" | "trains";
+
 export interface SharingContext {
   backbone: SegmentedBackbone;
   options: CacheOptions;
   init: SharingInit;
   workerId: string;
   log: Logger;
+  /** Default "all". */
+  part?: SharingPart;
 }
+
+/**
+ * The learner thread's steps: it takes everything the fleet sends, its own
+ * replica's frames included, so it reads more per step than a trainer that
+ * also learns from its own batches, and trains at most a few mini-batch steps
+ * between two reads (about 8 ms each for the bundled model), so that it keeps
+ * up with the stream and never loses examples to its cap for want of reading;
+ * steps owed beyond LEARNER_BUDGET.maxOwed are dropped (StepBudget).
+ */
+const LEARNER_EXAMPLES_PER_STEP = 256;
+const LEARNER_BUDGET: StepBudget = { maxSteps: 8, maxOwed: 64 };
 
 export class CacheSharing {
   private readonly abort = new AbortController();
@@ -68,6 +91,9 @@ export class CacheSharing {
   private trainingToken: number | undefined;
   private received = 0;
   private auditsReceived = 0;
+  private driftAlarms = 0;
+  /** Entries the last step took from the stream. */
+  private lastTaken = 0;
   private adopted = 0;
   private published = 0;
   private snapshotVersion: number;
@@ -85,6 +111,8 @@ export class CacheSharing {
     private readonly watcher: SnapshotWatcher,
     private readonly options: CacheOptions,
     private readonly log: Logger,
+    private readonly part: SharingPart,
+    private readonly workerId: string,
   ) {
     this.snapshotVersion = cache.engine.version;
   }
@@ -92,6 +120,7 @@ export class CacheSharing {
   /** Connects, builds the cache from the shared snapshot, and starts watching and campaigning. */
   static async start(ctx: SharingContext): Promise<CacheSharing> {
     const { backbone, options, init, workerId, log } = ctx;
+    const part = ctx.part ?? "all";
     const modelId = backbone.manifest.modelId;
     const layout = layoutOf(backbone.manifest);
     const prefix = init.keyPrefix;
@@ -137,7 +166,10 @@ export class CacheSharing {
     });
     let cache: OnlineCache;
     try {
-      cache = await OnlineCache.create(backbone, options, store.tolerant(), true, { forwarder });
+      cache = await OnlineCache.create(backbone, options, store.tolerant(), true, {
+        forwarder,
+        trainsOnly: part === "trains",
+      });
     } catch (err) {
       await stream.close();
       await evidence.close();
@@ -156,25 +188,32 @@ export class CacheSharing {
       watcher,
       options,
       log,
+      part,
+      workerId,
     );
-    sharing.campaign = lease
-      .campaign(
-        {
-          onAcquired: (token) => log.debug({ token }, "trainer lease acquired; training from the next batch"),
-          onLost: (reason) => log.debug({ reason }, "trainer lease lost; forwarding from the next batch"),
-        },
-        sharing.abort.signal,
-      )
-      .catch((err: unknown) =>
-        log.error({ err }, "trainer lease campaign failed; this replica will not train"),
-      );
+    if (part !== "answers") sharing.startCampaign();
     log.info(
-      { redis: connection.address, prefix, modelId, headsVersion: cache.engine.version },
+      { redis: connection.address, prefix, modelId, headsVersion: cache.engine.version, part },
       cache.engine.version > 0
         ? "sharing the cache: started from the shared snapshot"
         : "sharing the cache: no shared snapshot yet",
     );
     return sharing;
+  }
+
+  private startCampaign(): void {
+    const { lease, log } = this;
+    this.campaign = lease
+      .campaign(
+        {
+          onAcquired: (token) => log.debug({ token }, "trainer lease acquired; training from the next batch"),
+          onLost: (reason) => log.debug({ reason }, "trainer lease lost; forwarding from the next batch"),
+        },
+        this.abort.signal,
+      )
+      .catch((err: unknown) =>
+        log.error({ err }, "trainer lease campaign failed; this replica will not train"),
+      );
   }
 
   /**
@@ -206,7 +245,7 @@ export class CacheSharing {
     await this.takeExamples();
     let published: CacheSnapshot | undefined;
     try {
-      published = await this.cache.maintain();
+      published = await this.cache.maintain(this.part === "trains" ? LEARNER_BUDGET : undefined);
     } catch (err) {
       if (isLayercacheError(err, "LEASE_LOST")) {
         await this.stopTraining(err.message);
@@ -217,6 +256,11 @@ export class CacheSharing {
       return undefined;
     }
     this.noteHold();
+    const drift = this.cache.newDriftAlarm();
+    if (drift) {
+      this.driftAlarms++;
+      this.log.warn({ headsVersion: this.cache.engine.version }, drift);
+    }
     if (published) {
       this.published++;
       this.snapshotVersion = published.version;
@@ -255,7 +299,9 @@ export class CacheSharing {
     this.cache.trainer.evidence = this.evidence;
     this.trainingToken = token;
     this.holdLogged = false;
-    this.consumer = this.stream.consumer(this.lease.holderId, { count: EXAMPLES_PER_STEP });
+    this.consumer = this.stream.consumer(this.lease.holderId, {
+      count: this.part === "trains" ? LEARNER_EXAMPLES_PER_STEP : EXAMPLES_PER_STEP,
+    });
     const from =
       how === "resumed"
         ? "where this replica left off"
@@ -290,6 +336,15 @@ export class CacheSharing {
     this.log.info({ reason }, "stopped training the cache heads; forwarding examples to the trainer");
   }
 
+  /**
+   * Nothing to do until more arrives: not training, or the last step took
+   * nothing from the stream and no training step is owed. A learner thread
+   * waits a little then, instead of polling Redis.
+   */
+  get idle(): boolean {
+    return this.cache.role !== "trainer" || (this.lastTaken === 0 && this.cache.trainer.stepsOwed === 0);
+  }
+
   /** Hands the trainer the examples and audit verdicts other replicas forwarded. */
   private async takeExamples(): Promise<void> {
     if (!this.consumer) return;
@@ -301,9 +356,13 @@ export class CacheSharing {
       this.trouble("cannot read forwarded examples", err.message);
       return;
     }
+    this.lastTaken = examples.length;
     const trainer = this.cache.trainer;
     for (const entry of examples) {
       if (entry.kind === "audit") {
+        // A replica that trains between its own batches recorded its own audits already (when it
+        // forwarded them as a follower, and the trainer before had not read them yet).
+        if (this.part === "all" && entry.producer === this.workerId) continue;
         trainer.takeAudit(entry.exit, entry.agreed, entry.lenient, entry.headsVersion);
         this.auditsReceived++;
       } else {
@@ -346,6 +405,7 @@ export class CacheSharing {
       examplesDropped: stream.dropped,
       examplesReceived: this.received,
       auditsReceived: this.auditsReceived,
+      driftAlarms: this.driftAlarms,
     };
   }
 

@@ -25,6 +25,11 @@ export interface SharingInit {
   redisUrl: string;
   keyPrefix: string;
   leaseTtlMs: number;
+  /**
+   * Train on a learner thread of the replica's own (learner-thread.ts) rather
+   * than on the inference thread between batches.
+   */
+  learnerThread: boolean;
 }
 
 /** How this replica takes part in sharing the cache, for metrics; totals since the thread started. */
@@ -46,6 +51,8 @@ export interface SharingStatus {
   examplesReceived: number;
   /** Other replicas' audit verdicts taken into this trainer's drift check. */
   auditsReceived: number;
+  /** Drift alarms the shadow audit raised while this replica trained (docs/cache.md). */
+  driftAlarms: number;
 }
 
 /** What the main thread needs to know about the model the thread loaded. */

@@ -34,6 +34,7 @@ import type {
 } from "./inference-protocol.ts";
 import { outcomeBuffers, toWireError } from "./inference-protocol.ts";
 import { CacheSharing } from "./cache-sharing.ts";
+import { LearnerClient } from "./learner-client.ts";
 
 /** How often a thread with no batches runs the sharing step (adopt, lease, train). */
 const IDLE_STEP_MS = 250;
@@ -53,6 +54,8 @@ interface Loaded {
   pre: Preprocessor;
   /** Present when the cache is shared with the fleet. */
   sharing?: CacheSharing;
+  /** Present when a learner thread trains for this replica (the inference thread then never does). */
+  learner?: LearnerClient;
 }
 
 function columns(outcomes: readonly FrameOutcome[]): OutcomeColumns {
@@ -97,6 +100,7 @@ async function load(init: InferenceInit, log: Logger): Promise<Loaded> {
         init: init.sharing,
         workerId: init.workerId,
         log,
+        part: init.sharing.learnerThread ? "answers" : "all",
       });
       // Sessions the first batches would otherwise build on the frame path.
       await sharing.cache.prepare();
@@ -240,13 +244,17 @@ class InferenceServer {
     const { cache, sharing } = this.loaded;
     try {
       const published = await (sharing ? sharing.maintain() : cache.maintain());
+      // Shared, the sharing step logs the trainer's alarms itself.
+      const drift = sharing ? undefined : cache.newDriftAlarm();
+      if (drift) this.log.warn({ headsVersion: cache.engine.version }, drift);
       this.noteHeads(published);
     } catch (err) {
       this.log.error({ err }, "cache maintenance failed");
       this.post({ type: "fatal", error: toWireError(err) });
     }
     if (sharing) {
-      const status = sharing.status();
+      const own = sharing.status();
+      const status = this.loaded.learner?.merge(own) ?? own;
       const text = JSON.stringify(status);
       if (text !== this.sharingSent) {
         this.sharingSent = text;
@@ -273,7 +281,8 @@ class InferenceServer {
     this.queue.length = 0;
     clearInterval(this.idleTimer);
     try {
-      await this.loaded.sharing?.close();
+      // The learner gives the lease up while the forwarder sends what it still holds.
+      await Promise.all([this.loaded.learner?.close(), this.loaded.sharing?.close()]);
     } catch (err) {
       this.log.warn({ err }, "could not close the shared cache state cleanly");
     }
@@ -297,6 +306,22 @@ async function main(port: MessagePort, init: InferenceInit): Promise<void> {
     port.postMessage({ type: "fatal", error: toWireError(err) } satisfies FromInference);
     port.close();
     return;
+  }
+  if (loaded.sharing && init.sharing?.learnerThread) {
+    loaded.learner = LearnerClient.start(
+      {
+        modelDir: init.modelDir,
+        cache: init.cache,
+        logLevel: init.logLevel,
+        workerId: init.workerId,
+        sharing: init.sharing,
+      },
+      log,
+      (err) => {
+        log.error({ err }, "the learner thread failed");
+        port.postMessage({ type: "fatal", error: toWireError(err) } satisfies FromInference);
+      },
+    );
   }
   const server = new InferenceServer(port, loaded, log, init);
   port.on("message", (m: ToInference) => server.enqueue(m));

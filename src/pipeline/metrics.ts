@@ -46,6 +46,11 @@ const SHARING_TOTALS: [keyof SharingStatus, string, string][] = [
     "fleet_audits_received_total",
     "Other replicas' shadow audits taken into this trainer's drift check.",
   ],
+  [
+    "driftAlarms",
+    "drift_alarms_total",
+    "Drift alarms the shadow audit raised while this replica trained: the alarmed exits closed until proven again.",
+  ],
   ["adopted", "snapshots_adopted_total", "Shared cache snapshots adopted from the trainer."],
   ["published", "snapshots_published_total", "Cache snapshots this replica published as the trainer."],
 ];

@@ -187,7 +187,14 @@ class PipelineWorker implements RunningWorker {
       workerId: c.workerId,
       // Cache off runs the backbone alone: nothing to share.
       ...(c.sharing && c.cacheEnabled
-        ? { sharing: { redisUrl: c.redisUrl, keyPrefix: c.redisKeyPrefix, leaseTtlMs: c.leaseTtlMs } }
+        ? {
+            sharing: {
+              redisUrl: c.redisUrl,
+              keyPrefix: c.redisKeyPrefix,
+              leaseTtlMs: c.leaseTtlMs,
+              learnerThread: c.learnerThread,
+            },
+          }
         : {}),
     };
   }

@@ -37,6 +37,24 @@ describe("ParameterAverage", () => {
     expect(Math.abs(out[1]! + 1)).toBeLessThan(0.2);
   });
 
+  it("seeded with an average, moves at the full decay from the first update", () => {
+    const average = new ParameterAverage(0.99);
+    average.seed(Float32Array.of(1, -1));
+    const out = new Float32Array(2);
+    average.applyTo(out);
+    expect(Array.from(out)).toEqual([1, -1]);
+    average.update(Float32Array.of(101, 99));
+    average.applyTo(out);
+    expect(out[0]).toBeCloseTo(0.99 * 1 + 0.01 * 101, 5);
+    expect(out[1]).toBeCloseTo(0.99 * -1 + 0.01 * 99, 5);
+
+    const off = new ParameterAverage(0);
+    off.seed(Float32Array.of(4));
+    const untouched = Float32Array.of(-2);
+    off.applyTo(untouched);
+    expect(untouched[0]).toBe(-2);
+  });
+
   it("forgets everything on reset, and is a no-op at decay 0", () => {
     const average = new ParameterAverage(0.9);
     average.update(Float32Array.of(1));

@@ -84,4 +84,23 @@ describe("HeadTrainer", () => {
     for (let i = 0; i < 20; i++) trainer.takeAudit(2, false, false, 7);
     expect(audit.drifted(2)).toBe(true);
   });
+
+  it("trains within a step budget, and drops the steps owed beyond it", async () => {
+    const manifest = loadManifest(MODEL_DIR);
+    const options = cacheOptions({ publishEvery: 1_000, trainBatch: 8, stepsPerExample: 1 });
+    const audit = new ShadowAudit(manifest.exits.length, 0, 50, 0.99, 0.01);
+    const trainer = new HeadTrainer(manifest, options, audit);
+    const features = manifest.exits.map((e) => new Float32Array(e.size).fill(0.5));
+    const logits = Float32Array.from({ length: manifest.classes.length }, (_, c) => c);
+    for (let i = 0; i < 40; i++) trainer.onBackboneFrame(features, logits, false);
+    expect(trainer.stepsOwed).toBe(40);
+    await trainer.maintain(manifest.modelId, { maxSteps: 5, maxOwed: 20 });
+    expect(trainer.stats.steps).toBe(5);
+    expect(trainer.stepsOwed).toBe(20);
+    expect(trainer.stats.forgoneSteps).toBe(15);
+    // Without a budget every step owed is taken.
+    await trainer.maintain(manifest.modelId);
+    expect(trainer.stats.steps).toBe(25);
+    expect(trainer.stepsOwed).toBe(0);
+  });
 });

@@ -23,6 +23,7 @@ function status(over: Partial<SharingStatus> = {}): SharingStatus {
     examplesDropped: 0,
     examplesReceived: 0,
     auditsReceived: 0,
+    driftAlarms: 0,
     ...over,
   };
 }
@@ -58,6 +59,7 @@ describe("sharing metrics", () => {
       examplesDropped: 40,
       examplesReceived: 64,
       auditsReceived: 5,
+      driftAlarms: 1,
       adopted: 2,
       published: 1,
       snapshotVersion: 9,
@@ -71,6 +73,7 @@ describe("sharing metrics", () => {
     expect(metric(samples, "layercache_examples_dropped_total")).toBe(40);
     expect(metric(samples, "layercache_examples_received_total")).toBe(64);
     expect(metric(samples, "layercache_fleet_audits_received_total")).toBe(5);
+    expect(metric(samples, "layercache_drift_alarms_total")).toBe(1);
     expect(metric(samples, "layercache_snapshots_published_total")).toBe(1);
   });
 
@@ -84,6 +87,7 @@ describe("sharing metrics", () => {
       "layercache_examples_dropped_total",
       "layercache_examples_received_total",
       "layercache_fleet_audits_received_total",
+      "layercache_drift_alarms_total",
       "layercache_snapshots_adopted_total",
       "layercache_snapshots_published_total",
     ]) {
