@@ -17,7 +17,7 @@ import type {
   ToInference,
 } from "./inference-protocol.ts";
 import { fromWireError } from "./inference-protocol.ts";
-import { startTsWorker } from "./ts-worker.ts";
+import { closeWithin, startTsWorker } from "./ts-worker.ts";
 
 const THREAD_ENTRY = new URL("./inference-thread.ts", import.meta.url);
 /** How long `close()` lets the thread release its sessions before terminating it. */
@@ -121,13 +121,9 @@ export class InferenceClient {
   /** Lets the thread finish the batches it has, release its sessions and exit; terminates it if it hangs. */
   async close(): Promise<void> {
     if (this.exited) return;
-    this.worker.postMessage({ type: "close" } satisfies ToInference);
-    const timer = setTimeout(() => {
-      this.log.warn("inference thread did not close in time; terminating it");
-      void this.worker.terminate();
-    }, CLOSE_GRACE_MS);
-    await this.exit;
-    clearTimeout(timer);
+    await closeWithin(this.worker, this.exit, { type: "close" } satisfies ToInference, CLOSE_GRACE_MS, () =>
+      this.log.warn("inference thread did not close in time; terminating it"),
+    );
   }
 
   private receive(m: FromInference): void {

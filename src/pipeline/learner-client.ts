@@ -10,7 +10,7 @@ import { LayercacheError } from "../errors/index.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import type { SharingInit, SharingStatus, WireError } from "./inference-protocol.ts";
 import { fromWireError } from "./inference-protocol.ts";
-import { startTsWorker } from "./ts-worker.ts";
+import { closeWithin, startTsWorker } from "./ts-worker.ts";
 
 const THREAD_ENTRY = new URL("./learner-thread.ts", import.meta.url);
 /** How long `close()` lets the thread give the lease up and disconnect before terminating it. */
@@ -85,13 +85,9 @@ export class LearnerClient {
   /** Lets the learner give the lease up and disconnect; terminates it if it hangs. */
   async close(): Promise<void> {
     if (this.exited) return;
-    this.worker.postMessage({ type: "close" } satisfies ToLearner);
-    const timer = setTimeout(() => {
-      this.log.warn("learner thread did not close in time; terminating it");
-      void this.worker.terminate();
-    }, CLOSE_GRACE_MS);
-    await this.exit;
-    clearTimeout(timer);
+    await closeWithin(this.worker, this.exit, { type: "close" } satisfies ToLearner, CLOSE_GRACE_MS, () =>
+      this.log.warn("learner thread did not close in time; terminating it"),
+    );
   }
 
   private receive(m: FromLearner): void {

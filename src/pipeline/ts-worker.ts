@@ -1,5 +1,5 @@
 /**
- * Starts a worker thread whose entry is a TypeScript module.
+ * Starts a worker thread whose entry is a TypeScript module, and closes one within a grace time.
  *
  * The main thread runs TypeScript through tsx, but a worker thread starts
  * with plain Node module loading, and on Node 20 `execArgv: ["--import",
@@ -18,4 +18,24 @@ export function startTsWorker(entry: URL, options: WorkerOptions = {}): Worker {
     `import(${JSON.stringify(tsxApi)})` +
     `.then((tsx) => { tsx.register(); return import(${JSON.stringify(entry.href)}); });`;
   return new Worker(bootstrap, { ...options, eval: true });
+}
+
+/**
+ * Asks a thread to close with `message` and waits for `exited`; if that takes
+ * longer than `graceMs`, calls `onOverdue` and terminates the thread.
+ */
+export async function closeWithin(
+  worker: Worker,
+  exited: Promise<void>,
+  message: unknown,
+  graceMs: number,
+  onOverdue: () => void,
+): Promise<void> {
+  worker.postMessage(message);
+  const timer = setTimeout(() => {
+    onOverdue();
+    void worker.terminate();
+  }, graceMs);
+  await exited;
+  clearTimeout(timer);
 }
