@@ -14,6 +14,7 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Command } from "commander";
+import type { EngineProfile, StepTotals } from "../../src/cache/engine.ts";
 import type { HeadKind } from "../../src/cache/head-types.ts";
 import { HEAD_KINDS } from "../../src/cache/head-types.ts";
 import type { CacheOptionsInput } from "../../src/cache/options.ts";
@@ -127,6 +128,7 @@ async function main(): Promise<void> {
           model.exitCount,
         )
       : undefined;
+  const profile = profileRows(cached.cache!.engine.profile);
   const oracle = await oracleMacsSavedPct(model, cached.cache!, stream, baseLabels);
   const windows = macsSavedByWindow(cached, model.manifest.full.macs, MACS_WINDOW);
   const trainer = cached.cache!.trainer.stats;
@@ -186,6 +188,7 @@ async function main(): Promise<void> {
     macsSavedByWindowPct: windows,
     afterWarmup: warm,
     trainer: { ...trainer, maintenanceMs: cached.maintenanceMs },
+    profile,
     exits: decisions.map((d) => ({ exit: d.exit, open: d.open, threshold: d.threshold, reason: d.reason })),
     sweep,
   };
@@ -248,7 +251,35 @@ async function main(): Promise<void> {
     ),
   );
   log(`backbone answered ${pct(100 * whole.exitShare.backbone!)} of frames`);
+  log("");
+  log(
+    `where the cached arm's compute went (${count} frames; backbone alone ${whole.latencyMs.backbone.mean.toFixed(3)} ms a frame):`,
+  );
+  log(
+    table(
+      ["step", "calls", "frames a call", "µs a call", "ms a frame of the stream"],
+      profile.map((p) => [
+        p.step,
+        String(p.calls),
+        (p.frames / Math.max(p.calls, 1)).toFixed(1),
+        ((1000 * p.ms) / Math.max(p.calls, 1)).toFixed(0),
+        (p.ms / count).toFixed(3),
+      ]),
+    ),
+  );
   if (opt.plot) log(`\nplot written to ${opt.plot}`);
+}
+
+/** The engine's profile as rows: spans in segment order, then heads in exit order, then compaction. */
+function profileRows(profile: EngineProfile): ({ step: string } & StepTotals)[] {
+  const first = (key: string) => Number(key.split("-")[0]);
+  return [
+    ...[...profile.spans]
+      .sort(([a], [b]) => first(a) - first(b))
+      .map(([key, t]) => ({ step: `span ${key}`, ...t })),
+    ...[...profile.heads].sort(([a], [b]) => a - b).map(([exit, t]) => ({ step: `head ${exit}`, ...t })),
+    { step: "compaction", ...profile.compaction },
+  ];
 }
 
 /** `--set name=value` pairs as cache options (values parsed as JSON where they can be). */

@@ -158,7 +158,41 @@ export interface EngineOptions {
   prepareSpans?: boolean;
 }
 
+/** One kind of step the engine takes: onnxruntime calls or passes, frames through them, time. */
+export interface StepTotals {
+  calls: number;
+  frames: number;
+  ms: number;
+}
+
+/** Where the engine's compute time went since it started (`npm run bench` prints it). */
+export interface EngineProfile {
+  /** Per span run, keyed "first-last" (segments). */
+  spans: Map<string, StepTotals>;
+  /** Per exit whose head was evaluated. */
+  heads: Map<number, StepTotals>;
+  /** Copying the staying frames' activations after an exit. */
+  compaction: StepTotals;
+}
+
+function tally(totals: StepTotals, frames: number, ms: number): void {
+  totals.calls++;
+  totals.frames += frames;
+  totals.ms += ms;
+}
+
+function tallyIn<K>(map: Map<K, StepTotals>, key: K, frames: number, ms: number): void {
+  let totals = map.get(key);
+  if (!totals) map.set(key, (totals = { calls: 0, frames: 0, ms: 0 }));
+  tally(totals, frames, ms);
+}
+
 export class CacheEngine {
+  readonly profile: EngineProfile = {
+    spans: new Map(),
+    heads: new Map(),
+    compaction: { calls: 0, frames: 0, ms: 0 },
+  };
   private snapshot: CacheSnapshot;
   private readonly rng: SeededRandom;
   private readonly segmentMacs: number[];
@@ -288,7 +322,9 @@ export class CacheEngine {
     for (const range of this.ranges(snap, lenient)) {
       const t0 = performance.now();
       const result = await this.backbone.runSpan(range, x, active.length);
-      this.charge(out, active, performance.now() - t0, this.spanMacs(range));
+      const spanMs = performance.now() - t0;
+      this.charge(out, active, spanMs, this.spanMacs(range));
+      tallyIn(this.profile.spans, `${range.first}-${range.last}`, active.length, spanMs);
       const rows = new Map(active.map((f, row) => [f, row]));
       for (const [exit, features] of result.features) {
         kept[exit] = { rows, features, size: features.length / active.length };
@@ -310,7 +346,9 @@ export class CacheEngine {
         staying.forEach(([, row], i) =>
           next.set(result.activation!.subarray(row * rowSize, (row + 1) * rowSize), i * rowSize),
         );
-        this.charge(out, active, performance.now() - t1, 0);
+        const copyMs = performance.now() - t1;
+        this.charge(out, active, copyMs, 0);
+        tally(this.profile.compaction, active.length, copyMs);
         active = staying.map(([f]) => f);
         x = next;
       } else {
@@ -403,7 +441,9 @@ export class CacheEngine {
       Object.assign(frame, { label: best, confidence: conf, exit });
       leaving.add(f);
     }
-    this.charge(out, active, performance.now() - t0, head.macs());
+    const headMs = performance.now() - t0;
+    this.charge(out, active, headMs, head.macs());
+    tallyIn(this.profile.heads, exit, m, headMs);
     return leaving;
   }
 
