@@ -29,6 +29,15 @@ const BOOST = 10;
  * early answers, a disagreement arrived before the boost ran out.)
  */
 const SUSPICION = 0.25;
+/**
+ * The alarm also needs this many disagreements in the window. Two among the
+ * first dozen audits after a start or a takeover already make the target
+ * implausible at 0.01 (10 of 12 agreed, p = 0.006), and an exit at its target
+ * makes them a few times in a thousand starts: in one bench run that closed
+ * every exit of a warm cache. A third disagreement while the window is that
+ * short comes from a real drift, which the boost confirms in a few more frames.
+ */
+const MIN_ALARM_DISAGREEMENTS = 3;
 
 export interface AuditStats {
   audited: number;
@@ -108,7 +117,7 @@ export class ShadowAudit {
    * agreement below the floor, at the configured significance.
    */
   drifted(exit: number): boolean {
-    return this.below(exit, this.significance);
+    return this.below(exit, this.significance, MIN_ALARM_DISAGREEMENTS);
   }
 
   /** Whether audits are boosted at an exit: its windows lean towards drift. */
@@ -116,14 +125,14 @@ export class ShadowAudit {
     return this.suspicious[exit]!;
   }
 
-  /** Either window's p-value (strict against the target, lenient against the floor) is below `level`. */
-  private below(exit: number, level: number): boolean {
-    const strict = this.counts[exit]!;
-    const lenient = this.lenientCounts[exit]!;
-    return (
-      disagreementPValue(strict.n - strict.agreed, strict.n, 1 - this.target) < level ||
-      disagreementPValue(lenient.n - lenient.agreed, lenient.n, 1 - this.floor) < level
-    );
+  /**
+   * Either window's p-value (strict against the target, lenient against the
+   * floor) is below `level`, on at least `minDisagreements` disagreements.
+   */
+  private below(exit: number, level: number, minDisagreements = 1): boolean {
+    const test = (c: { n: number; agreed: number }, rate: number) =>
+      c.n - c.agreed >= minDisagreements && disagreementPValue(c.n - c.agreed, c.n, rate) < level;
+    return test(this.counts[exit]!, 1 - this.target) || test(this.lenientCounts[exit]!, 1 - this.floor);
   }
 
   reset(exit: number): void {

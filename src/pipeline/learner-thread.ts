@@ -99,7 +99,18 @@ async function run(port: MessagePort, init: LearnerInit, log: Logger): Promise<v
     log.warn({ err }, "could not close the learner's shared state cleanly");
   }
   await backbone.close();
-  log.info("learner thread closed");
+  const { active, utilization } = performance.eventLoopUtilization();
+  const stats = sharing.cache.role === "follower" ? undefined : sharing.cache.trainer.stats;
+  log.info(
+    {
+      busyS: Math.round(active) / 1000,
+      utilization: Math.round(1000 * utilization) / 1000,
+      ...(stats
+        ? { steps: stats.steps, trainS: Math.round(stats.trainMs) / 1000, examples: stats.examples }
+        : {}),
+    },
+    "learner thread closed",
+  );
   log.flush();
   post({ type: "closed" });
   port.close();

@@ -52,6 +52,16 @@ describe("ShadowAudit", () => {
     expect(audit.drifted(0)).toBe(false);
   });
 
+  it("needs a third disagreement to raise the alarm, however short the window", () => {
+    const audit = new ShadowAudit(1, 0.02, 200, 0.99, 0.01);
+    // Two of the first twelve: p = 0.006 against 0.99, but an exit at its target does that now and then.
+    record(audit, 0, 10, 2);
+    expect(audit.boosted(0)).toBe(true);
+    expect(audit.drifted(0)).toBe(false);
+    audit.record(0, false);
+    expect(audit.drifted(0)).toBe(true);
+  });
+
   it("raises the drift alarm when the window makes the target implausible, and clears on reset", () => {
     const audit = new ShadowAudit(1, 0.02, 200, 0.99, 0.01);
     record(audit, 0, 40, 5);
