@@ -92,19 +92,16 @@ export async function planExits(
   target: PlanTarget,
   costs: ExitCosts,
   kernels?: KernelPool,
-  forcedClosed: ReadonlySet<number> = new Set(),
 ): Promise<ExitDecision[]> {
   // Each head scores every held-out frame once; both cascades reuse the scores.
   const scores: (ExitScores | null)[] = [];
   for (const [exit, head] of heads.entries()) {
-    scores.push(
-      head && !forcedClosed.has(exit) ? await scoreHead(head, set, exit, undefined, kernels) : null,
-    );
+    scores.push(head ? await scoreHead(head, set, exit, undefined, kernels) : null);
   }
-  const decisions = cascade(heads, scores, set, target, costs, forcedClosed);
+  const decisions = cascade(heads, scores, set, target, costs);
   const floor = target.floorAgreement;
   if (floor === undefined || floor >= target.targetAgreement) return decisions;
-  const lenient = cascade(heads, scores, set, { ...target, targetAgreement: floor }, costs, forcedClosed);
+  const lenient = cascade(heads, scores, set, { ...target, targetAgreement: floor }, costs);
   return decisions.map((d, e) => ({ ...d, floorThreshold: lenient[e]!.threshold }));
 }
 
@@ -118,7 +115,6 @@ function cascade(
   set: CalibrationSet,
   target: CalibrationTarget,
   costs: ExitCosts,
-  forcedClosed: ReadonlySet<number>,
 ): ExitDecision[] {
   const n = set.size;
   const labels = set.labels.subarray(0, n);
@@ -136,9 +132,7 @@ function cascade(
       costMacs: 0,
       calibration,
     });
-    if (!head) return closed("no head trained yet");
-    if (forcedClosed.has(exit) || !exitScores)
-      return closed("closed by the shadow audit (drift); waiting for fresh calibration");
+    if (!head || !exitScores) return closed("no head trained yet");
     const cal = calibrateExit(exitScores, labels, reaching, target);
     if (cal.threshold === undefined) {
       const why =
