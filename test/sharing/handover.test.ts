@@ -8,7 +8,8 @@
  *   as a replica would after the key expired while the trainer was paused)
  *   still believes it holds it, so its next publish reaches Redis, whose
  *   publish script refuses the stale token; the trainer goes back to
- *   forwarding, and trains again under a new token once the lease is free.
+ *   forwarding, and trains again under a new token once the lease is free
+ *   (this replica learns between batches, not on a learner thread).
  *   Publishing through the script with stale tokens is covered in detail by
  *   test/state/redis-store.test.ts; this is the same check seen from a worker.
  */
@@ -109,7 +110,12 @@ describe("the trainer lease across worker processes", () => {
         };
         try {
           // A long lease: renewing it (every 20 s) must not notice the theft before a publish does.
-          const replica = startReplica(fixture, "stale-a", redisUrl, { LAYERCACHE_LEASE_TTL_MS: "60000" });
+          // This replica learns between batches on its inference thread (the other tests here and in
+          // this folder use the default learner thread), so both ways of training meet a stale token.
+          const replica = startReplica(fixture, "stale-a", redisUrl, {
+            LAYERCACHE_LEASE_TTL_MS: "60000",
+            LAYERCACHE_LEARNER_THREAD: "false",
+          });
           await ready(replica);
           await until("the first snapshot", async () => {
             if (await drained(admin, topics.group, topics.frames)) await feed();
