@@ -33,6 +33,8 @@ export class InferenceClient {
   readonly audit = new Map<number, ExitAudit>();
   /** How the thread takes part in sharing the cache, as last reported; undefined when it does not. */
   sharing: SharingStatus | undefined;
+  /** Drift alarms of a thread that learns alone, as last reported (sharing, `sharing.driftAlarms` counts them). */
+  driftAlarms = 0;
   private readonly pending = new Map<number, Pending>();
   private seq = 0;
   private failure: LayercacheError | undefined;
@@ -136,6 +138,8 @@ export class InferenceClient {
       else p.reject(fromWireError(m.error, "inference"));
     } else if (m.type === "sharing") {
       this.sharing = m.status;
+    } else if (m.type === "drift") {
+      this.driftAlarms = m.alarms;
     } else if (m.type === "fatal") {
       this.fail(fromWireError(m.error, "inference thread"));
     } else if (m.type === "closed") {

@@ -110,6 +110,8 @@ export type FromInference =
   /** `audit`: the exits whose audit changed with this batch, if any did. */
   | { type: "result"; seq: number; outcomes: OutcomeColumns; audit?: ExitAudit[] }
   | { type: "failed"; seq: number; error: WireError }
+  /** Learning alone: the shadow audit raised a drift alarm; `alarms` so far. (Shared, SharingStatus counts them.) */
+  | { type: "drift"; alarms: number }
   /** Sharing the cache: sent when it changed (after batches, and while idle). */
   | { type: "sharing"; status: SharingStatus }
   /** The thread cannot go on (model failed to load, learning failed). */

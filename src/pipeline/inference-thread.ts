@@ -136,6 +136,8 @@ class InferenceServer {
   /** Audits recorded per exit as of the last result (only changed exits are sent). */
   private readonly auditedSent: number[] = [];
   private sharingSent = "";
+  /** Drift alarms raised here while learning alone (shared, CacheSharing counts them). */
+  private driftAlarms = 0;
   /** Batches answered under load since learning last ran. */
   private underLoad = 0;
   private readonly idleTimer: NodeJS.Timeout | undefined;
@@ -246,7 +248,10 @@ class InferenceServer {
       const published = await (sharing ? sharing.maintain() : cache.maintain());
       // Shared, the sharing step logs the trainer's alarms itself.
       const drift = sharing ? undefined : cache.newDriftAlarm();
-      if (drift) this.log.warn({ headsVersion: cache.engine.version }, drift);
+      if (drift) {
+        this.log.warn({ headsVersion: cache.engine.version }, drift);
+        this.post({ type: "drift", alarms: ++this.driftAlarms });
+      }
       this.noteHeads(published);
     } catch (err) {
       this.log.error({ err }, "cache maintenance failed");

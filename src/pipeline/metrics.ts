@@ -26,6 +26,8 @@ export interface GaugeSources {
   sharing?(): SharingStatus | undefined;
   /** SLO mode's strictness now (1 strict, 0 at the floor). */
   slo?(): number;
+  /** Drift alarms the shadow audit raised where this replica trains (alone, or holding the lease). */
+  driftAlarms?(): number;
 }
 
 /** The sharing totals exported as counters, with their metric names and help. */
@@ -45,11 +47,6 @@ const SHARING_TOTALS: [keyof SharingStatus, string, string][] = [
     "auditsReceived",
     "fleet_audits_received_total",
     "Other replicas' shadow audits taken into this trainer's drift check.",
-  ],
-  [
-    "driftAlarms",
-    "drift_alarms_total",
-    "Drift alarms the shadow audit raised while this replica trained: the alarmed exits closed until proven again.",
   ],
   ["adopted", "snapshots_adopted_total", "Shared cache snapshots adopted from the trainer."],
   ["published", "snapshots_published_total", "Cache snapshots this replica published as the trainer."],
@@ -211,6 +208,17 @@ export class WorkerMetrics implements StageObserver {
       },
     });
     this.sharingMetrics(sources, registers);
+    let alarmsReported = 0;
+    new Counter({
+      name: "layercache_drift_alarms_total",
+      help: "Drift alarms the shadow audit raised where this replica trains: the exits closed until proven again.",
+      registers,
+      collect() {
+        const total = sources.driftAlarms?.() ?? 0;
+        if (total > alarmsReported) this.inc(total - alarmsReported);
+        alarmsReported = Math.max(alarmsReported, total);
+      },
+    });
     new Gauge({
       name: "layercache_audit_window_frames",
       help: "Shadow audits in the drift window behind layercache_audit_agreement.",

@@ -114,6 +114,7 @@ class PipelineWorker implements RunningWorker {
       audit: () => this.inference?.audit.values() ?? [],
       model: () => this.inference?.model,
       sharing: () => this.inference?.sharing,
+      driftAlarms: () => (this.inference?.driftAlarms ?? 0) + (this.inference?.sharing?.driftAlarms ?? 0),
       slo: () => this.slo.strictness,
     });
     this.slo = new SloLoop({

@@ -73,8 +73,27 @@ describe("sharing metrics", () => {
     expect(metric(samples, "layercache_examples_dropped_total")).toBe(40);
     expect(metric(samples, "layercache_examples_received_total")).toBe(64);
     expect(metric(samples, "layercache_fleet_audits_received_total")).toBe(5);
-    expect(metric(samples, "layercache_drift_alarms_total")).toBe(1);
     expect(metric(samples, "layercache_snapshots_published_total")).toBe(1);
+  });
+
+  it("count drift alarms from the worker's total, and never go down", async () => {
+    let alarms = 2;
+    const metrics = new WorkerMetrics(config, {
+      inFlight: () => 0,
+      pausedPartitions: () => 0,
+      lag: () => new Map(),
+      audit: () => [],
+      model: () => undefined,
+      driftAlarms: () => alarms,
+    });
+    expect(metric(parseMetrics(await metrics.registry.metrics()), "layercache_drift_alarms_total")).toBe(2);
+    alarms = 3;
+    expect(metric(parseMetrics(await metrics.registry.metrics()), "layercache_drift_alarms_total")).toBe(3);
+    // A total that goes back (a restarted thread) does not take the counter back.
+    alarms = 1;
+    expect(metric(parseMetrics(await metrics.registry.metrics()), "layercache_drift_alarms_total")).toBe(3);
+    const none = parseMetrics(await metricsWith(() => undefined).registry.metrics());
+    expect(metric(none, "layercache_drift_alarms_total")).toBe(0);
   });
 
   it("are all 0 on a worker that does not share", async () => {
@@ -87,7 +106,6 @@ describe("sharing metrics", () => {
       "layercache_examples_dropped_total",
       "layercache_examples_received_total",
       "layercache_fleet_audits_received_total",
-      "layercache_drift_alarms_total",
       "layercache_snapshots_adopted_total",
       "layercache_snapshots_published_total",
     ]) {
