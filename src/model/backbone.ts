@@ -20,6 +20,12 @@ export interface RuntimeOptions {
   intraOpThreads: number;
   /** Also load the whole network as one session (for the cache-off path). Default true. */
   loadFull?: boolean;
+  /**
+   * Load a session per segment (`runSegment`). Default true; false for a
+   * process that only needs the manifest and builds spans, if any, on demand
+   * (the learner thread runs no frame at all).
+   */
+  loadSegments?: boolean;
 }
 
 export interface SegmentResult {
@@ -100,13 +106,14 @@ export class SegmentedBackbone {
       return session;
     };
     const sessions = [];
-    for (const s of manifest.segments) sessions.push(await open(s.file, s));
+    if (options.loadSegments !== false)
+      for (const s of manifest.segments) sessions.push(await open(s.file, s));
     const full = options.loadFull === false ? undefined : await open(manifest.full.file, manifest.full);
     return new SegmentedBackbone(dir, manifest, sessions, full, sessionOptions);
   }
 
   get segmentCount(): number {
-    return this.sessions.length;
+    return this.manifest.segments.length;
   }
 
   get exitCount(): number {
@@ -122,7 +129,9 @@ export class SegmentedBackbone {
   async runSegment(segment: number, input: Float32Array, n: number): Promise<SegmentResult> {
     const spec = this.manifest.segments[segment];
     const session = this.sessions[segment];
-    if (!spec || !session) throw new LayercacheError("INTERNAL", `no segment ${segment}`);
+    if (!spec) throw new LayercacheError("INTERNAL", `no segment ${segment}`);
+    if (!session)
+      throw new LayercacheError("INTERNAL", `segment ${segment} not loaded (loadSegments: false)`);
     const outputs = await run(session, spec.input.name, spec.input.shape, input, n);
     const exit = this.manifest.exits[this.exitAfterSegment(segment)];
     return {

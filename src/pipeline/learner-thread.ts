@@ -53,8 +53,12 @@ async function run(port: MessagePort, init: LearnerInit, log: Logger): Promise<v
   let backbone: SegmentedBackbone;
   let sharing: CacheSharing;
   try {
-    // Only the manifest and the layout matter here: no frame runs, no full model, no spans.
-    backbone = await SegmentedBackbone.load(init.modelDir, { intraOpThreads: 1, loadFull: false });
+    // Only the manifest and the layout matter here: no frame runs, so no session of the model at all.
+    backbone = await SegmentedBackbone.load(init.modelDir, {
+      intraOpThreads: 1,
+      loadFull: false,
+      loadSegments: false,
+    });
     sharing = await CacheSharing.start({
       backbone,
       options: init.cache,

@@ -81,6 +81,26 @@ describe("SegmentedBackbone", () => {
     }
   });
 
+  it("loads without its segment sessions when asked, and still builds and runs spans", async () => {
+    const light = await SegmentedBackbone.load(MODEL_DIR, {
+      intraOpThreads: 1,
+      loadFull: false,
+      loadSegments: false,
+    });
+    try {
+      expect(light.segmentCount).toBe(model.segmentCount);
+      await expect(light.runSegment(0, new Float32Array(784), 1)).rejects.toThrow(/not loaded/);
+      const x = pre.normalise((await testSplit()).images.subarray(0, 4 * pre.frameSize), 4);
+      const [ours, theirs] = await Promise.all([
+        light.runSpan({ first: 0, last: 0 }, x, 4),
+        model.runSpan({ first: 0, last: 0 }, x, 4),
+      ]);
+      expect(Array.from(ours.features.get(0)!)).toEqual(Array.from(theirs.features.get(0)!));
+    } finally {
+      await light.close();
+    }
+  });
+
   it("builds span sessions ahead of use, and leaves a span that cannot be built to fail when it runs", async () => {
     // A range no manifest has: preparing it resolves (nothing to wait for), running it rejects.
     await expect(
