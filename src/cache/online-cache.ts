@@ -120,11 +120,6 @@ export class OnlineCache {
   /** Version of the last snapshot this cache published. */
   private lastPublished = -1;
   private hold: TakeoverHold | undefined;
-  /** The trainer whose drift alarms were last reported, and how many of them were. */
-  private driftReported: { trainer: HeadTrainer | undefined; alarms: number } = {
-    trainer: undefined,
-    alarms: 0,
-  };
   private readonly frameSize: number;
 
   private constructor(
@@ -209,11 +204,7 @@ export class OnlineCache {
 
   /** What the trainer's newest drift alarm found, if it raised one since the last call: for the caller to log. */
   newDriftAlarm(): string | undefined {
-    const trainer = this.learner;
-    const seen = this.driftReported.trainer === trainer ? this.driftReported.alarms : 0;
-    const alarms = trainer?.stats.driftAlarms ?? 0;
-    this.driftReported = { trainer, alarms };
-    return alarms > seen ? trainer!.lastDriftAlarm : undefined;
+    return this.learner?.takeDriftAlarm();
   }
 
   /** Whether a trainer that took over is holding its snapshots back (see TakeoverHold). */

@@ -117,8 +117,8 @@ export class HeadTrainer implements CacheObserver {
   /** Lowest heads version whose audits from other replicas still count (see takeAudit). */
   private auditsFrom = 0;
   private driftNote: string | undefined;
-  /** What the last drift alarm found (kept after its exits reopen), for the logs. */
-  lastDriftAlarm: string | undefined;
+  /** What the last drift alarm found, until `takeDriftAlarm` hands it to whoever logs it. */
+  private unreportedAlarm: string | undefined;
 
   constructor(
     private readonly manifest: Manifest,
@@ -266,6 +266,13 @@ export class HeadTrainer implements CacheObserver {
     this.sincePublish = 0;
   }
 
+  /** What the drift alarm raised since the last call found, if one was: for the caller to log. */
+  takeDriftAlarm(): string | undefined {
+    const alarm = this.unreportedAlarm;
+    this.unreportedAlarm = undefined;
+    return alarm;
+  }
+
   /** Whole training steps owed and not yet taken. */
   get stepsOwed(): number {
     return Math.floor(this.pendingSteps);
@@ -324,7 +331,7 @@ export class HeadTrainer implements CacheObserver {
     if (alarms.length === 0) return false;
     this.stats.driftAlarms++;
     this.driftNote = `drift detected by the shadow audit at exit ${alarms.join(", ")}`;
-    this.lastDriftAlarm = `${this.driftNote} (${alarms
+    this.unreportedAlarm = `${this.driftNote} (${alarms
       .map((e) => {
         const { audited, agreed } = this.audit.stats(
           e,

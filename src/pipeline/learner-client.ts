@@ -25,17 +25,24 @@ export interface LearnerInit {
   sharing: SharingInit;
 }
 
+/** The fields of the replica's SharingStatus that the learner reports. */
+export const LEARNER_FIELDS = [
+  "training",
+  "holdingBack",
+  "published",
+  "examplesReceived",
+  "auditsReceived",
+  "driftAlarms",
+  "snapshotVersion",
+] as const satisfies readonly (keyof SharingStatus)[];
+
 /** The learner's part of the replica's SharingStatus. */
-export type LearnerStatus = Pick<
-  SharingStatus,
-  | "training"
-  | "holdingBack"
-  | "published"
-  | "examplesReceived"
-  | "auditsReceived"
-  | "driftAlarms"
-  | "snapshotVersion"
->;
+export type LearnerStatus = Pick<SharingStatus, (typeof LEARNER_FIELDS)[number]>;
+
+/** The learner's part of a full status. */
+export function learnerStatus(s: SharingStatus): LearnerStatus {
+  return Object.fromEntries(LEARNER_FIELDS.map((k) => [k, s[k]])) as LearnerStatus;
+}
 
 export type ToLearner = { type: "close" };
 

@@ -20,25 +20,13 @@ import { componentLogger, createLogger } from "../telemetry/logger.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import { CacheSharing } from "./cache-sharing.ts";
 import { toWireError } from "./inference-protocol.ts";
-import type { FromLearner, LearnerInit, LearnerStatus, ToLearner } from "./learner-client.ts";
+import type { FromLearner, LearnerInit, ToLearner } from "./learner-client.ts";
+import { learnerStatus } from "./learner-client.ts";
 
 /** How often a learner without the lease runs the sharing step (adopt, and take the lease once free). */
 const FOLLOW_STEP_MS = 250;
 /** How long a trainer with nothing to do waits before it reads the stream again. */
 const IDLE_STEP_MS = 20;
-
-function statusOf(sharing: CacheSharing): LearnerStatus {
-  const s = sharing.status();
-  return {
-    training: s.training,
-    holdingBack: s.holdingBack,
-    published: s.published,
-    examplesReceived: s.examplesReceived,
-    auditsReceived: s.auditsReceived,
-    driftAlarms: s.driftAlarms,
-    snapshotVersion: s.snapshotVersion,
-  };
-}
 
 async function run(port: MessagePort, init: LearnerInit, log: Logger): Promise<void> {
   const post = (m: FromLearner) => port.postMessage(m);
@@ -85,7 +73,7 @@ async function run(port: MessagePort, init: LearnerInit, log: Logger): Promise<v
       post({ type: "fatal", error: toWireError(err) });
       break;
     }
-    const status = statusOf(sharing);
+    const status = learnerStatus(sharing.status());
     const text = JSON.stringify(status);
     if (text !== sent) {
       sent = text;

@@ -52,6 +52,25 @@ const SHARING_TOTALS: [keyof SharingStatus, string, string][] = [
   ["published", "snapshots_published_total", "Cache snapshots this replica published as the trainer."],
 ];
 
+/**
+ * A counter that follows a total reported elsewhere (the inference thread's),
+ * by the difference at each scrape; a total that goes back (a restarted
+ * thread) does not take it back.
+ */
+function followTotal(name: string, help: string, registers: Registry[], read: () => number): void {
+  let reported = 0;
+  new Counter({
+    name: `layercache_${name}`,
+    help,
+    registers,
+    collect() {
+      const total = read();
+      if (total > reported) this.inc(total - reported);
+      reported = Math.max(reported, total);
+    },
+  });
+}
+
 const BACKBONE = "backbone";
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 const COMPUTE_BUCKETS = [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25];
@@ -208,17 +227,12 @@ export class WorkerMetrics implements StageObserver {
       },
     });
     this.sharingMetrics(sources, registers);
-    let alarmsReported = 0;
-    new Counter({
-      name: "layercache_drift_alarms_total",
-      help: "Drift alarms the shadow audit raised where this replica trains: the exits closed until proven again.",
+    followTotal(
+      "drift_alarms_total",
+      "Drift alarms the shadow audit raised where this replica trains: the exits closed until proven again.",
       registers,
-      collect() {
-        const total = sources.driftAlarms?.() ?? 0;
-        if (total > alarmsReported) this.inc(total - alarmsReported);
-        alarmsReported = Math.max(alarmsReported, total);
-      },
-    });
+      () => sources.driftAlarms?.() ?? 0,
+    );
     new Gauge({
       name: "layercache_audit_window_frames",
       help: "Shadow audits in the drift window behind layercache_audit_agreement.",
@@ -271,17 +285,7 @@ export class WorkerMetrics implements StageObserver {
       },
     });
     for (const [field, name, help] of SHARING_TOTALS) {
-      let reported = 0;
-      new Counter({
-        name: `layercache_${name}`,
-        help,
-        registers,
-        collect() {
-          const total = Number(sources.sharing?.()?.[field] ?? 0);
-          if (total > reported) this.inc(total - reported);
-          reported = Math.max(reported, total);
-        },
-      });
+      followTotal(name, help, registers, () => Number(sources.sharing?.()?.[field] ?? 0));
     }
   }
 

@@ -28,7 +28,7 @@ function status(over: Partial<SharingStatus> = {}): SharingStatus {
   };
 }
 
-function metricsWith(sharing: () => SharingStatus | undefined): WorkerMetrics {
+function metricsWith(sharing: () => SharingStatus | undefined, driftAlarms?: () => number): WorkerMetrics {
   return new WorkerMetrics(config, {
     inFlight: () => 0,
     pausedPartitions: () => 0,
@@ -36,6 +36,7 @@ function metricsWith(sharing: () => SharingStatus | undefined): WorkerMetrics {
     audit: () => [],
     model: () => undefined,
     sharing,
+    ...(driftAlarms ? { driftAlarms } : {}),
   });
 }
 
@@ -78,14 +79,10 @@ describe("sharing metrics", () => {
 
   it("count drift alarms from the worker's total, and never go down", async () => {
     let alarms = 2;
-    const metrics = new WorkerMetrics(config, {
-      inFlight: () => 0,
-      pausedPartitions: () => 0,
-      lag: () => new Map(),
-      audit: () => [],
-      model: () => undefined,
-      driftAlarms: () => alarms,
-    });
+    const metrics = metricsWith(
+      () => undefined,
+      () => alarms,
+    );
     expect(metric(parseMetrics(await metrics.registry.metrics()), "layercache_drift_alarms_total")).toBe(2);
     alarms = 3;
     expect(metric(parseMetrics(await metrics.registry.metrics()), "layercache_drift_alarms_total")).toBe(3);
