@@ -18,6 +18,8 @@ import type { CacheSnapshot } from "./state.ts";
 import type { ShadowAudit } from "./audit.ts";
 import { argmax } from "./head-math.ts";
 import type { KernelPool } from "./head-kernel.ts";
+import { parameterFeeds, predictTail } from "./head-kernel.ts";
+import type { ExitHead } from "./head-types.ts";
 import type { ExitDecision } from "./planner.ts";
 
 /**
@@ -199,6 +201,8 @@ export class CacheEngine {
   private readonly classes: number;
   private readonly frameSize: number;
   private probs = new Float32Array(0);
+  /** The spans of each snapshot seen, strict and lenient, worked out once (a snapshot does not change). */
+  private readonly layouts = new WeakMap<CacheSnapshot, SpanRange[][]>();
   /** The span sessions of the snapshot held, being built (see `prepared`). */
   private preparing: Promise<void>;
 
@@ -256,19 +260,48 @@ export class CacheEngine {
    * the floor opens.
    */
   private ranges(snap: CacheSnapshot, lenient = false): SpanRange[] {
-    const cuts = this.options.cacheEnabled
+    let layouts = this.layouts.get(snap);
+    if (!layouts) {
+      layouts = [];
+      this.layouts.set(snap, layouts);
+    }
+    const key = lenient ? 1 : 0;
+    return (layouts[key] ??= this.cut(snap, lenient));
+  }
+
+  private cut(snap: CacheSnapshot, lenient: boolean): SpanRange[] {
+    const { exits } = this.backbone.manifest;
+    const open = this.options.cacheEnabled
       ? snap.decisions
           .filter((d) => exitThreshold(d, lenient ? 0 : STRICT) !== null && snap.heads[d.exit])
-          .map((d) => this.backbone.manifest.exits[d.exit]!.afterSegment)
-          .sort((a, b) => a - b)
+          .map((d) => d.exit)
+          .sort((a, b) => exits[a]!.afterSegment - exits[b]!.afterSegment)
       : [];
     const ranges: SpanRange[] = [];
     let first = 0;
-    for (const cut of [...cuts, this.backbone.segmentCount - 1]) {
-      ranges.push({ first, last: cut });
-      first = cut + 1;
+    for (const exit of open) {
+      const last = exits[exit]!.afterSegment;
+      ranges.push({
+        first,
+        last,
+        tail: this.fusedHead(snap, exit) ? predictTail(snap.heads[exit]!.shape) : undefined,
+      });
+      first = last + 1;
     }
+    ranges.push({ first, last: this.backbone.segmentCount - 1 });
     return ranges;
+  }
+
+  /**
+   * The head at an open exit whose predict graph runs inside the span that
+   * ends there (spans.ts, head-kernel.ts): one onnxruntime call fewer per
+   * open exit a batch reaches, which at batch 1 costs about as much as the
+   * head's arithmetic. Heads without one graph (a memory, the ensemble), and
+   * every head of an engine without kernels, answer on their own.
+   */
+  private fusedHead(snap: CacheSnapshot, exit: number): ExitHead | undefined {
+    const head = snap.heads[exit];
+    return this.options.kernels && head?.kernelInput ? head : undefined;
   }
 
   private spanMacs(range: SpanRange): number {
@@ -321,10 +354,13 @@ export class CacheEngine {
 
     for (const range of this.ranges(snap, lenient)) {
       const t0 = performance.now();
-      const result = await this.backbone.runSpan(range, x, active.length);
+      const fused = range.tail ? this.fusedHead(snap, this.backbone.exitAfterSegment(range.last)) : undefined;
+      const feeds = fused ? parameterFeeds(fused.kernelInput!()) : undefined;
+      const result = await this.backbone.runSpan(range, x, active.length, feeds);
       const spanMs = performance.now() - t0;
       this.charge(out, active, spanMs, this.spanMacs(range));
-      tallyIn(this.profile.spans, `${range.first}-${range.last}`, active.length, spanMs);
+      const step = `${range.first}-${range.last}${fused ? "+head" : ""}`;
+      tallyIn(this.profile.spans, step, active.length, spanMs);
       const rows = new Map(active.map((f, row) => [f, row]));
       for (const [exit, features] of result.features) {
         kept[exit] = { rows, features, size: features.length / active.length };
@@ -336,7 +372,16 @@ export class CacheEngine {
       // The span ends at an open exit: its head answers for the frames it is sure of.
       const exit = this.backbone.exitAfterSegment(range.last);
       const { features, size } = kept[exit]!;
-      const leaving = await this.tryExit(exit, out, active, features, size, audits, strictness);
+      const leaving = await this.tryExit(
+        exit,
+        out,
+        active,
+        features,
+        size,
+        audits,
+        strictness,
+        result.tail.probs,
+      );
       if (leaving && leaving.size > 0) {
         this.teach(exit, leaving, kept);
         const t1 = performance.now();
@@ -409,6 +454,7 @@ export class CacheEngine {
     size: number,
     audits: Audit[],
     strictness: Float32Array | undefined,
+    fusedProbs: Float32Array | undefined,
   ): Promise<Set<number> | null> {
     const decision = this.snapshot.decisions[exit];
     const head = this.snapshot.heads[exit];
@@ -418,7 +464,10 @@ export class CacheEngine {
     if (this.probs.length < m * this.classes) this.probs = new Float32Array(m * this.classes);
     const rows = features.subarray(0, m * size);
     const { kernels } = this.options;
-    if (kernels && m * head.macs() >= KERNEL_MIN_MACS) {
+    if (fusedProbs) {
+      // The span ran the head already (its charge is in the span's time).
+      this.probs.set(fusedProbs.subarray(0, m * this.classes));
+    } else if (kernels && m * head.macs() >= KERNEL_MIN_MACS) {
       await head.predictBatchWith(await kernels.get(head.shape), rows, m, this.probs);
     } else {
       head.predictBatch(rows, m, this.probs);
@@ -443,7 +492,7 @@ export class CacheEngine {
     }
     const headMs = performance.now() - t0;
     this.charge(out, active, headMs, head.macs());
-    tallyIn(this.profile.heads, exit, m, headMs);
+    if (!fusedProbs) tallyIn(this.profile.heads, exit, m, headMs);
     return leaving;
   }
 

@@ -122,7 +122,7 @@ export abstract class HeadBase implements ExitHead {
   }
 
   /** The head as the kernel reads it, with the statistics copied to float32. */
-  private kernelInput(): KernelHead {
+  kernelInput(): KernelHead {
     this.kernelScratch ??= {
       mean: new Float32Array(this.inputSize),
       scale: new Float32Array(this.inputSize),

@@ -27,6 +27,7 @@ import onnxProto from "onnx-proto";
 import type { onnx } from "onnx-proto";
 import { LayercacheError } from "../errors/index.ts";
 import { onnxSessionOptions } from "../model/backbone.ts";
+import type { SpanTail } from "../model/spans.ts";
 import type { HeadShape } from "./head-types.ts";
 import { remembers } from "./head-types.ts";
 
@@ -74,6 +75,42 @@ export function parameterBlocks(shape: HeadShape): { name: string; dims: number[
         { name: "w", dims: [c, d] },
         { name: "b", dims: [c] },
       ];
+}
+
+/** Where each parameter tensor sits in a head's flat parameters. */
+function parameterLayout(shape: HeadShape): { name: string; dims: number[]; offset: number; size: number }[] {
+  let offset = 0;
+  return parameterBlocks(shape).map((b) => {
+    const size = b.dims.reduce((a, x) => a * x, 1);
+    const block = { ...b, offset, size };
+    offset += size;
+    return block;
+  });
+}
+
+/** The predict graph's inputs other than `x`: the head's statistics and parameters. */
+export function parameterFeeds(head: KernelHead): Record<string, ort.Tensor> {
+  const d = head.shape.inputSize;
+  const feeds: Record<string, ort.Tensor> = {
+    mean: new ort.Tensor("float32", head.mean, [d]),
+    scale: new ort.Tensor("float32", head.scale, [d]),
+  };
+  for (const b of parameterLayout(head.shape)) {
+    feeds[b.name] = new ort.Tensor("float32", head.params.subarray(b.offset, b.offset + b.size), b.dims);
+  }
+  return feeds;
+}
+
+/**
+ * A head's predict graph as the tail of the span that ends at its exit
+ * (model/spans.ts): the span's session answers with the head's
+ * probabilities (`probs`), fed `parameterFeeds` on each run.
+ */
+export function predictTail(shape: HeadShape): SpanTail {
+  return {
+    key: `${shape.kind}:${shape.inputSize}:${shape.hidden}:${shape.classes}`,
+    graph: () => buildHeadGraph(shape, false),
+  };
 }
 
 class GraphBuilder {
@@ -223,7 +260,6 @@ export class HeadKernel {
   private constructor(
     readonly shape: HeadShape,
     private readonly sessions: KernelSessions,
-    private readonly blocks: { name: string; dims: number[]; offset: number; size: number }[],
   ) {}
 
   static async create(shape: HeadShape, threads = 1): Promise<HeadKernel> {
@@ -236,27 +272,12 @@ export class HeadKernel {
         ? ort.InferenceSession.create(buildSimilarityGraph(shape.inputSize), options)
         : undefined,
     ]);
-    let offset = 0;
-    const blocks = parameterBlocks(shape).map((b) => {
-      const size = b.dims.reduce((a, x) => a * x, 1);
-      const block = { ...b, offset, size };
-      offset += size;
-      return block;
-    });
-    return new HeadKernel(shape, { predict, gradient, similarity }, blocks);
+    return new HeadKernel(shape, { predict, gradient, similarity });
   }
 
   private feeds(head: KernelHead, features: Float32Array, n: number): Record<string, ort.Tensor> {
     const d = this.shape.inputSize;
-    const feeds: Record<string, ort.Tensor> = {
-      x: new ort.Tensor("float32", features.subarray(0, n * d), [n, d]),
-      mean: new ort.Tensor("float32", head.mean, [d]),
-      scale: new ort.Tensor("float32", head.scale, [d]),
-    };
-    for (const b of this.blocks) {
-      feeds[b.name] = new ort.Tensor("float32", head.params.subarray(b.offset, b.offset + b.size), b.dims);
-    }
-    return feeds;
+    return { x: new ort.Tensor("float32", features.subarray(0, n * d), [n, d]), ...parameterFeeds(head) };
   }
 
   /** Class probabilities of n rows into out[0 .. n·C). */
@@ -282,7 +303,9 @@ export class HeadKernel {
     ]);
     feeds.inv_n = new ort.Tensor("float32", new Float32Array([1 / n]), []);
     const result = await session.run(feeds);
-    for (const b of this.blocks) gradient.set(result[`grad_${b.name}`]!.data as Float32Array, b.offset);
+    for (const b of parameterLayout(this.shape)) {
+      gradient.set(result[`grad_${b.name}`]!.data as Float32Array, b.offset);
+    }
     return (result.loss!.data as Float32Array)[0]!;
   }
 

@@ -5,7 +5,7 @@
  */
 import { LayercacheError } from "../errors/index.ts";
 import type { AdamOptions } from "./adam.ts";
-import type { HeadKernel } from "./head-kernel.ts";
+import type { HeadKernel, KernelHead } from "./head-kernel.ts";
 
 /**
  * softmax and mlp learn by gradient steps (softmax-head.ts, mlp-head.ts);
@@ -51,6 +51,13 @@ export interface ExitHead {
     targets: Float32Array,
     n: number,
   ): Promise<number>;
+  /**
+   * The head as its onnxruntime predict graph reads it (head-kernel.ts);
+   * absent for heads whose answer is not that one graph (a memory, the
+   * ensemble). The engine runs that graph inside the span that ends at the
+   * head's exit.
+   */
+  kernelInput?(): KernelHead;
   /** Weights and input statistics (not the optimizer state) in the head codec format. */
   toBytes(): Uint8Array;
   /**

@@ -13,7 +13,9 @@ import { LayercacheError } from "../errors/index.ts";
 import type { Manifest, SegmentSpec } from "./manifest.ts";
 import { ACTIVATION, LOGITS, elements, loadManifest } from "./manifest.ts";
 import type { SpanRange } from "./spans.ts";
-import { buildSpan, spanFeatureName } from "./spans.ts";
+import { buildSpan, spanFeatureName, spanTailName } from "./spans.ts";
+
+const TAIL_PREFIX = spanTailName("");
 
 export interface RuntimeOptions {
   /** Threads onnxruntime may use inside one operator. */
@@ -44,6 +46,8 @@ export interface SpanResult {
   logits?: Float32Array;
   /** Pooled features of every exit inside the span, by exit index. */
   features: Map<number, Float32Array>;
+  /** The outputs of the span's tail, by the tail graph's own names (empty without one). */
+  tail: Record<string, Float32Array>;
 }
 
 /**
@@ -175,22 +179,37 @@ export class SegmentedBackbone {
     await Promise.all(ranges.map((r) => this.spanSession(r).catch(() => undefined)));
   }
 
-  /** Runs segments [first, last] as one fused session (see spans.ts). */
-  async runSpan(range: SpanRange, input: Float32Array, n: number): Promise<SpanResult> {
+  /**
+   * Runs segments [first, last] as one fused session (see spans.ts). A range
+   * with a tail takes the tail's inputs in `tailFeeds`, by the tail graph's
+   * own names, and returns its outputs in `tail`.
+   */
+  async runSpan(
+    range: SpanRange,
+    input: Float32Array,
+    n: number,
+    tailFeeds: Record<string, ort.Tensor> = {},
+  ): Promise<SpanResult> {
     const session = await this.spanSession(range);
     const spec = this.manifest.segments[range.first]!;
-    const outputs = await run(session, spec.input.name, spec.input.shape, input, n);
+    const extra: Record<string, ort.Tensor> = {};
+    for (const [name, tensor] of Object.entries(tailFeeds)) extra[spanTailName(name)] = tensor;
+    const outputs = await run(session, spec.input.name, spec.input.shape, input, n, extra);
     const features = new Map<number, Float32Array>();
     this.manifest.exits.forEach((e, exit) => {
       if (e.afterSegment >= range.first && e.afterSegment <= range.last) {
         features.set(exit, outputs[spanFeatureName(exit)]!);
       }
     });
-    return { activation: outputs[ACTIVATION], logits: outputs[LOGITS], features };
+    const tail: Record<string, Float32Array> = {};
+    for (const [name, data] of Object.entries(outputs)) {
+      if (name.startsWith(TAIL_PREFIX)) tail[name.slice(TAIL_PREFIX.length)] = data;
+    }
+    return { activation: outputs[ACTIVATION], logits: outputs[LOGITS], features, tail };
   }
 
   private spanSession(range: SpanRange): Promise<ort.InferenceSession> {
-    const key = `${range.first}-${range.last}`;
+    const key = `${range.first}-${range.last}${range.tail ? `+${range.tail.key}` : ""}`;
     let session = this.spans.get(key);
     if (!session) {
       session = this.createSpan(range);
@@ -243,11 +262,12 @@ async function run(
   shape: readonly number[],
   input: Float32Array,
   n: number,
+  extraFeeds: Record<string, ort.Tensor> = {},
 ): Promise<Record<string, Float32Array>> {
   if (input.length !== n * elements(shape)) {
     throw new LayercacheError("INTERNAL", `input has ${input.length} floats, expected ${n} x [${shape}]`);
   }
-  const feeds = { [inputName]: new ort.Tensor("float32", input, [n, ...shape]) };
+  const feeds = { ...extraFeeds, [inputName]: new ort.Tensor("float32", input, [n, ...shape]) };
   let out: ort.InferenceSession.OnnxValueMapType;
   try {
     out = await session.run(feeds);

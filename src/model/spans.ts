@@ -12,7 +12,9 @@
  * that end at the backbone still teach every head) and the last segment's
  * activation or logits, under the manifest's names. Features pooled the
  * exporter's way are rebuilt from the activation in six nodes (poolingNodes)
- * instead of the exporter's traced slicing.
+ * instead of the exporter's traced slicing. A span may carry a tail
+ * (`SpanTail`): the engine appends the predict graph of the head at the exit
+ * the span ends at, so that the head answers inside the span's own call.
  */
 import onnxProto from "onnx-proto";
 import type { onnx } from "onnx-proto";
@@ -29,7 +31,34 @@ export const spanFeatureName = (exit: number): string => `exit${exit}`;
 export interface SpanRange {
   first: number;
   last: number;
+  /** A small graph run on the features of the exit the span ends at, in the same session. */
+  tail?: SpanTail;
 }
+
+/**
+ * A graph appended to a span (the engine's head at the exit it ends at, so
+ * that answering there costs no onnxruntime call of its own). Its input `x`
+ * is fed the features of the exit after the span's last segment; its other
+ * inputs become the span's, and its outputs the span's, all under
+ * `spanTailName` (fed and read on every run). `key` names the graph: spans
+ * with the same range and key share a session.
+ */
+export interface SpanTail {
+  key: string;
+  graph(): Uint8Array;
+}
+
+/** Name in a span's graph of a tail graph's input or output. */
+export const spanTailName = (name: string): string => `tail/${name}`;
+
+/** The tail graph's input that the span feeds with its last exit's features. */
+const TAIL_FEATURES = "x";
+
+/**
+ * Opset from which the ops a head graph uses (Sub, Mul, Gemm, Relu, Softmax
+ * along one axis) mean what they do at the heads' own opset.
+ */
+const TAIL_MIN_OPSET = 13;
 
 function invalid(message: string): never {
   throw new LayercacheError("MANIFEST_INVALID", message);
@@ -138,11 +167,21 @@ export function buildSpan(
     }
   }
 
+  const inputs = [graphInput!];
+  if (range.tail) {
+    const exit = manifest.exits.findIndex((e) => e.afterSegment === last);
+    if (exit < 0) invalid(`segments ${first}-${last} end at no exit: a tail has no features to read`);
+    const opset = (head!.opsetImport ?? []).find((o) => (o.domain ?? "") === "")?.version;
+    if (Number(opset) < TAIL_MIN_OPSET) {
+      invalid(`segments ${first}-${last} use opset ${opset}: a tail needs ${TAIL_MIN_OPSET} or newer`);
+    }
+    appendTail(range.tail, spanFeatureName(exit), nodes, initializers, inputs, outputs);
+  }
   const graph: onnx.IGraphProto = {
-    name: `segments ${first}-${last}`,
+    name: `segments ${first}-${last}${range.tail ? ` + ${range.tail.key}` : ""}`,
     node: nodes,
     initializer: initializers,
-    input: [graphInput!],
+    input: inputs,
     output: outputs,
     valueInfo,
   };
@@ -153,6 +192,40 @@ export function buildSpan(
     graph,
   };
   return ModelProto.encode(ModelProto.create(model)).finish();
+}
+
+/** Adds a tail's nodes, weights, inputs and outputs to a span, its names under `spanTailName`. */
+function appendTail(
+  tail: SpanTail,
+  features: string,
+  nodes: onnx.INodeProto[],
+  initializers: onnx.ITensorProto[],
+  inputs: onnx.IValueInfoProto[],
+  outputs: onnx.IValueInfoProto[],
+): void {
+  const graph = ModelProto.decode(tail.graph()).graph ?? invalid(`tail ${tail.key}: no graph`);
+  if (!(graph.input ?? []).some((i) => i.name === TAIL_FEATURES)) {
+    invalid(`tail ${tail.key}: no input named "${TAIL_FEATURES}" to feed the exit's features to`);
+  }
+  const rename = (name: string) =>
+    name === "" ? name : name === TAIL_FEATURES ? features : spanTailName(name);
+  for (const node of graph.node ?? []) {
+    if (node.attribute?.some((a) => a.g || (a.graphs && a.graphs.length > 0))) {
+      invalid(`tail ${tail.key}: node "${node.name}" has a subgraph; spans cannot fuse it`);
+    }
+    node.name = spanTailName(node.name ?? "");
+    node.input = (node.input ?? []).map(rename);
+    node.output = (node.output ?? []).map(rename);
+    nodes.push(node);
+  }
+  for (const tensor of graph.initializer ?? []) {
+    tensor.name = rename(tensor.name ?? "");
+    initializers.push(tensor);
+  }
+  for (const input of graph.input ?? []) {
+    if (input.name !== TAIL_FEATURES) inputs.push({ ...input, name: rename(input.name ?? "") });
+  }
+  for (const output of graph.output ?? []) outputs.push({ ...output, name: rename(output.name ?? "") });
 }
 
 /**

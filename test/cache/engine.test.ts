@@ -8,6 +8,9 @@ import { ShadowAudit } from "../../src/cache/audit.ts";
 import type { CacheObserver } from "../../src/cache/engine.ts";
 import { BACKBONE_EXIT, CacheEngine } from "../../src/cache/engine.ts";
 import type { ExitHead } from "../../src/cache/heads.ts";
+import { createHead } from "../../src/cache/heads.ts";
+import { KernelPool } from "../../src/cache/head-kernel.ts";
+import { SeededRandom } from "../../src/cache/random.ts";
 import type { ExitDecision } from "../../src/cache/planner.ts";
 import type { CacheSnapshot } from "../../src/cache/state.ts";
 import { SegmentedBackbone } from "../../src/model/backbone.ts";
@@ -231,5 +234,65 @@ describe("CacheEngine", () => {
       enabled: false,
     }).process(ids, input);
     expect(out.every((o) => o.exit === BACKBONE_EXIT && !o.audited)).toBe(true);
+  });
+
+  it("runs an MLP head inside the span that ends at its exit, answering as the head does on its own", async () => {
+    const m = model.manifest;
+    const rng = new SeededRandom(11);
+    const heads = m.exits.map((e) =>
+      createHead({ headKind: "mlp", mlpHidden: 16 }, e.size, m.classes.length, rng),
+    );
+    // A threshold in the widest gap between exit 0's confidences in the middle
+    // half, so that about half the frames leave there and float rounding
+    // cannot move any across it.
+    const { features } = await model.runSpan({ first: 0, last: 0 }, input, n);
+    const probs = new Float32Array(n * m.classes.length);
+    heads[0]!.predictBatch(features.get(0)!, n, probs);
+    const conf = Array.from({ length: n }, (_, i) => Math.max(...probs.subarray(i * 10, i * 10 + 10)));
+    conf.sort((a, b) => a - b);
+    let gap = n / 4;
+    for (let i = n / 4; i < (3 * n) / 4; i++)
+      if (conf[i + 1]! - conf[i]! > conf[gap + 1]! - conf[gap]!) gap = i;
+    expect(conf[gap + 1]! - conf[gap]!).toBeGreaterThan(1e-4);
+    const threshold = (conf[gap]! + conf[gap + 1]!) / 2;
+    const snap = snapshot({
+      0: { label: 0, confidence: 0, threshold },
+      4: { label: 0, confidence: 0, threshold: 0 },
+    });
+    const withHeads = { ...snap, heads };
+    const run = async (kernels?: KernelPool) => {
+      const e = new CacheEngine(model, withHeads, new ShadowAudit(model.exitCount, 0, 50, 0.99, 0.01), sink, {
+        cacheEnabled: true,
+        calibrationRate: 0,
+        warmupCalibrationRate: 0,
+        warmupCalibrationFrames: 0,
+        seed: 3,
+        kernels,
+      });
+      return {
+        out: await e.process(ids, input),
+        spans: [...e.profile.spans.keys()],
+        heads: [...e.profile.heads.keys()],
+      };
+    };
+    const kernels = new KernelPool();
+    try {
+      const fused = await run(kernels);
+      const apart = await run();
+      // With kernels the heads run inside the spans: no head call of their own.
+      expect(fused.spans).toEqual(["0-0+head", "1-4+head"]);
+      expect(fused.heads).toEqual([]);
+      expect(apart.spans).toEqual(["0-0", "1-4"]);
+      expect(apart.heads).toEqual([0, 4]);
+      expect(fused.out.map((o) => o.exit)).toEqual(apart.out.map((o) => o.exit));
+      expect(new Set(fused.out.map((o) => o.exit))).toEqual(new Set([0, 4]));
+      fused.out.forEach((o, i) => {
+        expect(o.label).toBe(apart.out[i]!.label);
+        expect(o.confidence).toBeCloseTo(apart.out[i]!.confidence, 4);
+        expect(o.macs).toBe(apart.out[i]!.macs);
+      });
+    } finally {
+      await kernels.release();
+    }
   });
 });

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import onnxProto from "onnx-proto";
+import * as ort from "onnxruntime-node";
 import { SegmentedBackbone } from "../../src/model/backbone.ts";
 import type { Manifest } from "../../src/model/manifest.ts";
 import { buildSpan, gridPooling } from "../../src/model/spans.ts";
@@ -113,6 +114,57 @@ describe("SegmentedBackbone", () => {
     const prepared = await model.runSpan({ first: 0, last: 1 }, x, 1);
     expect(prepared.activation).toBeDefined();
     await expect(model.runSpan({ first: 2, last: 99 }, new Float32Array(1), 1)).rejects.toThrow(/no span/);
+  });
+
+  it("runs a tail graph on the features of the exit a span ends at, in the span's own call", async () => {
+    // The tail: y = x * w, with w fed on each run.
+    const size = model.manifest.exits[1]!.size;
+    const info = (name: string, dims: (number | string)[]) => ({
+      name,
+      type: {
+        tensorType: {
+          elemType: onnxProto.onnx.TensorProto.DataType.FLOAT,
+          shape: { dim: dims.map((d) => (typeof d === "number" ? { dimValue: d } : { dimParam: d })) },
+        },
+      },
+    });
+    const tailGraph = (input: string) =>
+      ModelProto.encode(
+        ModelProto.create({
+          irVersion: 8,
+          opsetImport: [{ domain: "", version: 13 }],
+          graph: {
+            name: "scale",
+            node: [{ opType: "Mul", name: "mul", input: [input, "w"], output: ["y"] }],
+            input: [info(input, ["n", size]), info("w", [size])],
+            output: [info("y", ["n", size])],
+          },
+        }),
+      ).finish();
+    const n = 3;
+    const x = pre.normalise((await testSplit()).images.subarray(0, n * pre.frameSize), n);
+    const w = Float32Array.from({ length: size }, (_, i) => (i % 7) - 3);
+    const feeds = { w: new ort.Tensor("float32", w, [size]) };
+    const tail = { key: "scale", graph: () => tailGraph("x") };
+    const plain = await model.runSpan({ first: 0, last: 1 }, x, n);
+    const withTail = await model.runSpan({ first: 0, last: 1, tail }, x, n, feeds);
+    const features = plain.features.get(1)!;
+    expect(Array.from(withTail.features.get(1)!)).toEqual(Array.from(features));
+    expect(Array.from(withTail.activation!)).toEqual(Array.from(plain.activation!));
+    expect(Array.from(withTail.tail.y!)).toEqual(
+      Array.from(features, (v, i) => Math.fround(v * w[i % size]!)),
+    );
+    expect(plain.tail).toEqual({});
+    // A tail needs an exit at the span's end and an input named x to feed.
+    const last = model.segmentCount - 1;
+    await expect(model.runSpan({ first: 2, last, tail }, new Float32Array(1), 1)).rejects.toThrow(
+      /end at no exit/,
+    );
+    const { segments, weights } = await modelFiles(model.manifest);
+    const noX = { key: "no-x", graph: () => tailGraph("features") };
+    expect(() => buildSpan(model.manifest, segments, weights, { first: 0, last: 1, tail: noX })).toThrow(
+      /no input named "x"/,
+    );
   });
 
   it("pools a span's exit features in a handful of nodes instead of the exporter's sliced ones", async () => {
