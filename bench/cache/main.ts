@@ -253,7 +253,7 @@ async function main(): Promise<void> {
   log(`backbone answered ${pct(100 * whole.exitShare.backbone!)} of frames`);
   log("");
   log(
-    `where the cached arm's compute went (${count} frames; backbone alone ${whole.latencyMs.backbone.mean.toFixed(3)} ms a frame):`,
+    `where the cached arm's compute went (${count} frames; backbone alone ${(whole.latencyMs.backbone.mean / batch).toFixed(3)} ms a frame):`,
   );
   log(
     table(
