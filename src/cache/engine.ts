@@ -203,6 +203,8 @@ export class CacheEngine {
   private probs = new Float32Array(0);
   /** The spans of each snapshot seen, strict and lenient, worked out once (a snapshot does not change). */
   private readonly layouts = new WeakMap<CacheSnapshot, SpanRange[][]>();
+  /** The tail inputs of each head fused into a span, made once (a snapshot's heads do not change). */
+  private readonly tailFeeds = new WeakMap<ExitHead, ReturnType<typeof parameterFeeds>>();
   /** The span sessions of the snapshot held, being built (see `prepared`). */
   private preparing: Promise<void>;
 
@@ -299,6 +301,17 @@ export class CacheEngine {
    * head's arithmetic. Heads without one graph (a memory, the ensemble), and
    * every head of an engine without kernels, answer on their own.
    */
+  private feedsOf(head: ExitHead): ReturnType<typeof parameterFeeds> {
+    let feeds = this.tailFeeds.get(head);
+    if (!feeds) {
+      // Copies: the head's own kernel input is scratch that its next kernel call refills.
+      const { shape, params, mean, scale } = head.kernelInput!();
+      feeds = parameterFeeds({ shape, params: params.slice(), mean: mean.slice(), scale: scale.slice() });
+      this.tailFeeds.set(head, feeds);
+    }
+    return feeds;
+  }
+
   private fusedHead(snap: CacheSnapshot, exit: number): ExitHead | undefined {
     const head = snap.heads[exit];
     return this.options.kernels && head?.kernelInput ? head : undefined;
@@ -355,7 +368,7 @@ export class CacheEngine {
     for (const range of this.ranges(snap, lenient)) {
       const t0 = performance.now();
       const fused = range.tail ? this.fusedHead(snap, this.backbone.exitAfterSegment(range.last)) : undefined;
-      const feeds = fused ? parameterFeeds(fused.kernelInput!()) : undefined;
+      const feeds = fused ? this.feedsOf(fused) : undefined;
       const result = await this.backbone.runSpan(range, x, active.length, feeds);
       const spanMs = performance.now() - t0;
       this.charge(out, active, spanMs, this.spanMacs(range));
