@@ -294,13 +294,7 @@ export class CacheEngine {
     return ranges;
   }
 
-  /**
-   * The head at an open exit whose predict graph runs inside the span that
-   * ends there (spans.ts, head-kernel.ts): one onnxruntime call fewer per
-   * open exit a batch reaches, which at batch 1 costs about as much as the
-   * head's arithmetic. Heads without one graph (a memory, the ensemble), and
-   * every head of an engine without kernels, answer on their own.
-   */
+  /** A fused head's tail inputs (head-kernel.ts `parameterFeeds`). */
   private feedsOf(head: ExitHead): ReturnType<typeof parameterFeeds> {
     let feeds = this.tailFeeds.get(head);
     if (!feeds) {
@@ -312,6 +306,13 @@ export class CacheEngine {
     return feeds;
   }
 
+  /**
+   * The head at an open exit whose predict graph runs inside the span that
+   * ends there (spans.ts, head-kernel.ts): one onnxruntime call fewer per
+   * open exit a batch reaches, which at batch 1 costs about as much as the
+   * head's arithmetic. Heads without one graph (a memory, the ensemble), and
+   * every head of an engine without kernels, answer on their own.
+   */
   private fusedHead(snap: CacheSnapshot, exit: number): ExitHead | undefined {
     const head = snap.heads[exit];
     return this.options.kernels && head?.kernelInput ? head : undefined;
@@ -386,6 +387,7 @@ export class CacheEngine {
       const exit = this.backbone.exitAfterSegment(range.last);
       const { features, size } = kept[exit]!;
       const leaving = await this.tryExit(
+        snap,
         exit,
         out,
         active,
@@ -460,6 +462,7 @@ export class CacheEngine {
 
   /** Evaluates the head at an open exit; returns the frames that leave here. */
   private async tryExit(
+    snap: CacheSnapshot,
     exit: number,
     out: FrameOutcome[],
     active: number[],
@@ -469,8 +472,9 @@ export class CacheEngine {
     strictness: Float32Array | undefined,
     fusedProbs: Float32Array | undefined,
   ): Promise<Set<number> | null> {
-    const decision = this.snapshot.decisions[exit];
-    const head = this.snapshot.heads[exit];
+    // The batch's snapshot throughout: its spans ran its heads.
+    const decision = snap.decisions[exit];
+    const head = snap.heads[exit];
     if (!decision || !head) return null;
     const t0 = performance.now();
     const m = active.length;
