@@ -36,8 +36,10 @@ import { layoutOf } from "../state/layout.ts";
 import { StateConnection } from "../state/redis-connection.ts";
 import { RedisStateStore } from "../state/redis-store.ts";
 import type { SnapshotWatcher } from "../state/watcher.ts";
+import type { CacheObserver } from "../cache/engine.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import type { SharingInit, SharingStatus } from "./inference-protocol.ts";
+import type { LocalIntake } from "./learner-feed.ts";
 
 /** How long a starting replica waits for Redis before it starts cold (the watcher catches up later). */
 const STARTUP_WAIT_MS = 5_000;
@@ -70,6 +72,13 @@ export interface SharingContext {
   log: Logger;
   /** Default "all". */
   part?: SharingPart;
+  /**
+   * "answers" with a learner thread: the engine's observer, handing what it
+   * sees to the replica's own learner (learner-feed.ts) instead of to Redis.
+   */
+  forwarder?: CacheObserver;
+  /** "trains": what the replica's inference thread handed over, taken at each step. */
+  intake?: LocalIntake;
 }
 
 /**
@@ -113,6 +122,7 @@ export class CacheSharing {
     private readonly log: Logger,
     private readonly part: SharingPart,
     private readonly workerId: string,
+    private readonly intake: LocalIntake | undefined,
   ) {
     this.snapshotVersion = cache.engine.version;
   }
@@ -160,10 +170,12 @@ export class CacheSharing {
         "Redis does not answer: starting without the shared cache, which follows once it is back",
       );
     }
-    const forwarder = new ExampleForwarder(stream, {
-      temperature: options.temperature,
-      earlyExits: options.teachEarlierExits,
-    });
+    const forwarder =
+      ctx.forwarder ??
+      new ExampleForwarder(stream, {
+        temperature: options.temperature,
+        earlyExits: options.teachEarlierExits,
+      });
     let cache: OnlineCache;
     try {
       cache = await OnlineCache.create(backbone, options, store.tolerant(), true, {
@@ -190,6 +202,7 @@ export class CacheSharing {
       log,
       part,
       workerId,
+      ctx.intake,
     );
     if (part !== "answers") sharing.startCampaign();
     log.info(
@@ -241,6 +254,7 @@ export class CacheSharing {
       await this.stopTraining(token === undefined ? "the trainer lease was lost" : "the lease changed hands");
     }
     if (token !== undefined && this.cache.role === "follower") await this.startTraining(token);
+    this.takeLocal();
     if (this.cache.role !== "trainer") return undefined;
     await this.takeExamples();
     let published: CacheSnapshot | undefined;
@@ -342,7 +356,32 @@ export class CacheSharing {
    * waits a little then, instead of polling Redis.
    */
   get idle(): boolean {
+    if ((this.intake?.size ?? 0) > 0) return false;
     return this.cache.role !== "trainer" || (this.lastTaken === 0 && this.cache.trainer.stepsOwed === 0);
+  }
+
+  /**
+   * What this replica's inference thread handed over since the last step: to
+   * the trainer here while this replica holds the lease, else through Redis
+   * to the replica that does, as a follower forwards.
+   */
+  private takeLocal(): void {
+    if (!this.intake || this.intake.size === 0) return;
+    const trainer = this.cache.role === "trainer" ? this.cache.trainer : undefined;
+    for (const entry of this.intake.take()) {
+      if (!trainer) {
+        if (entry.kind === "audit") this.stream.offerAudit(entry.record);
+        else this.stream.offer(entry.example);
+        continue;
+      }
+      // This replica's own: neither sent through Redis nor received from another replica.
+      if (entry.kind === "audit") {
+        const { exit, agreed, lenient, headsVersion } = entry.record;
+        trainer.takeAudit(exit, agreed, lenient, headsVersion);
+      } else {
+        deliverExample(trainer, entry.example, this.options.temperature);
+      }
+    }
   }
 
   /** Hands the trainer the examples and audit verdicts other replicas forwarded. */
@@ -402,7 +441,7 @@ export class CacheSharing {
       adopted: this.adopted,
       published: this.published,
       examplesForwarded: stream.sent,
-      examplesDropped: stream.dropped,
+      examplesDropped: stream.dropped + (this.intake?.dropped ?? 0),
       examplesReceived: this.received,
       auditsReceived: this.auditsReceived,
       driftAlarms: this.driftAlarms,

@@ -35,6 +35,7 @@ import type {
 import { outcomeBuffers, toWireError } from "./inference-protocol.ts";
 import { CacheSharing } from "./cache-sharing.ts";
 import { LearnerClient } from "./learner-client.ts";
+import { LearnerFeed } from "./learner-feed.ts";
 
 /** How often a thread with no batches runs the sharing step (adopt, lease, train). */
 const IDLE_STEP_MS = 250;
@@ -56,6 +57,8 @@ interface Loaded {
   sharing?: CacheSharing;
   /** Present when a learner thread trains for this replica (the inference thread then never does). */
   learner?: LearnerClient;
+  /** With a learner thread: what the engine sees, on its way to the learner (learner-feed.ts). */
+  feed?: LearnerFeed;
 }
 
 function columns(outcomes: readonly FrameOutcome[]): OutcomeColumns {
@@ -94,17 +97,24 @@ async function load(init: InferenceInit, log: Logger): Promise<Loaded> {
   const pre = new Preprocessor(backbone.manifest.input);
   try {
     if (init.sharing && init.cacheEnabled) {
+      const feed = init.sharing.learnerThread
+        ? new LearnerFeed(backbone.manifest.classes.length, {
+            temperature: init.cache.temperature,
+            earlyExits: init.cache.teachEarlierExits,
+          })
+        : undefined;
       const sharing = await CacheSharing.start({
         backbone,
         options: init.cache,
         init: init.sharing,
         workerId: init.workerId,
         log,
-        part: init.sharing.learnerThread ? "answers" : "all",
+        part: feed ? "answers" : "all",
+        forwarder: feed,
       });
       // Sessions the first batches would otherwise build on the frame path.
       await sharing.cache.prepare();
-      return { backbone, cache: sharing.cache, pre, sharing };
+      return { backbone, cache: sharing.cache, pre, sharing, feed };
     }
     const cache = await OnlineCache.create(backbone, init.cache, undefined, init.cacheEnabled);
     await cache.prepare();
@@ -312,8 +322,8 @@ async function main(port: MessagePort, init: InferenceInit): Promise<void> {
     port.close();
     return;
   }
-  if (loaded.sharing && init.sharing?.learnerThread) {
-    loaded.learner = LearnerClient.start(
+  if (loaded.sharing && loaded.feed && init.sharing) {
+    const learner = LearnerClient.start(
       {
         modelDir: init.modelDir,
         cache: init.cache,
@@ -327,6 +337,8 @@ async function main(port: MessagePort, init: InferenceInit): Promise<void> {
         port.postMessage({ type: "fatal", error: toWireError(err) } satisfies FromInference);
       },
     );
+    loaded.learner = learner;
+    loaded.feed.attach((entries) => learner.send(entries));
   }
   const server = new InferenceServer(port, loaded, log, init);
   port.on("message", (m: ToInference) => server.enqueue(m));

@@ -10,6 +10,7 @@ import { LayercacheError } from "../errors/index.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import type { SharingInit, SharingStatus, WireError } from "./inference-protocol.ts";
 import { fromWireError } from "./inference-protocol.ts";
+import type { LocalEntry } from "./learner-feed.ts";
 import { closeWithin, startTsWorker } from "./ts-worker.ts";
 
 const THREAD_ENTRY = new URL("./learner-thread.ts", import.meta.url);
@@ -28,6 +29,8 @@ export interface LearnerInit {
 /** The fields of the replica's SharingStatus that the learner reports. */
 export const LEARNER_FIELDS = [
   "training",
+  "examplesForwarded",
+  "examplesDropped",
   "holdingBack",
   "published",
   "examplesReceived",
@@ -44,7 +47,10 @@ export function learnerStatus(s: SharingStatus): LearnerStatus {
   return Object.fromEntries(LEARNER_FIELDS.map((k) => [k, s[k]])) as LearnerStatus;
 }
 
-export type ToLearner = { type: "close" };
+export type ToLearner =
+  | { type: "close" }
+  /** What the inference thread's engine saw (learner-feed.ts). */
+  | { type: "examples"; entries: LocalEntry[] };
 
 export type FromLearner =
   | { type: "ready" }
@@ -87,6 +93,11 @@ export class LearnerClient {
     const l = this.status;
     if (!l) return own;
     return { ...own, ...l, snapshotVersion: Math.max(own.snapshotVersion, l.snapshotVersion) };
+  }
+
+  /** Hands the learner what the engine saw (a copy goes over the port). */
+  send(entries: LocalEntry[]): void {
+    if (!this.exited) this.worker.postMessage({ type: "examples", entries } satisfies ToLearner);
   }
 
   /** Lets the learner give the lease up and disconnect; terminates it if it hangs. */

@@ -22,6 +22,7 @@ import { CacheSharing } from "./cache-sharing.ts";
 import { toWireError } from "./inference-protocol.ts";
 import type { FromLearner, LearnerInit, ToLearner } from "./learner-client.ts";
 import { learnerStatus } from "./learner-client.ts";
+import { LocalIntake } from "./learner-feed.ts";
 
 /** How often a learner without the lease runs the sharing step (adopt, and take the lease once free). */
 const FOLLOW_STEP_MS = 250;
@@ -32,8 +33,12 @@ async function run(port: MessagePort, init: LearnerInit, log: Logger): Promise<v
   const post = (m: FromLearner) => port.postMessage(m);
   let closing = false;
   const stop = new AbortController();
+  const intake = new LocalIntake();
   port.on("message", (m: ToLearner) => {
-    if (m.type !== "close") return;
+    if (m.type === "examples") {
+      intake.add(m.entries);
+      return;
+    }
     closing = true;
     stop.abort();
   });
@@ -54,6 +59,7 @@ async function run(port: MessagePort, init: LearnerInit, log: Logger): Promise<v
       workerId: init.workerId,
       log,
       part: "trains",
+      intake,
     });
   } catch (err) {
     log.error({ err }, "learner thread failed to start");
