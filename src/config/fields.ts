@@ -195,7 +195,7 @@ export const FIELDS = {
   },
   learnerThread: {
     env: "LAYERCACHE_LEARNER_THREAD",
-    doc: "With sharing: train on a thread of the replica's own, fed through Redis, instead of on the inference thread between batches.",
+    doc: "With sharing: train on a thread of the replica's own (its own frames' examples handed over in memory, the other replicas' through Redis) instead of on the inference thread between batches.",
     schema: bool,
     default: "true",
   },
