@@ -58,9 +58,10 @@ const EVIDENCE_CAP = 2_048;
 /**
  * Which part of the replica's sharing this instance plays: all of it (the
  * inference thread learns between batches), or, with a learner thread, the
- * inference thread's `answers` (never campaigns for the lease: it forwards
- * and adopts) and the learner thread's `trains` (campaigns, and as trainer
- * learns from the stream alone; its engine answers no frame).
+ * inference thread's `answers` (never campaigns for the lease: it hands what
+ * it sees to its learner and adopts) and the learner thread's `trains`
+ * (campaigns, and as trainer learns from the stream and from what its own
+ * inference thread hands over; its engine answers no frame).
  */
 export type SharingPart = "all" | "answers" | "trains";
 
@@ -82,9 +83,8 @@ export interface SharingContext {
 }
 
 /**
- * The learner thread's steps: it takes everything the fleet sends, its own
- * replica's frames included, so it reads more per step than a trainer that
- * also learns from its own batches, and trains at most a few mini-batch steps
+ * The learner thread's steps: it learns from no batches of its own, so it
+ * reads more of the stream per step than a trainer that does, and trains at most a few mini-batch steps
  * between two reads (about 8 ms each for the bundled model), so that it keeps
  * up with the stream and never loses examples to its cap for want of reading;
  * steps owed beyond LEARNER_BUDGET.maxOwed are dropped (StepBudget).

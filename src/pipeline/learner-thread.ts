@@ -3,11 +3,13 @@
  * thread of its own (docs/sharing.md, "The learner thread").
  *
  * It campaigns for the trainer lease and, while it holds it, takes every
- * example and audit verdict the fleet sends through Redis (its own replica's
- * inference thread forwards like any follower), trains, calibrates and
- * publishes. The inference thread only answers frames, forwards, and adopts
- * what is published, so learning never holds a batch up: on a machine with
- * a core to spare it runs beside the answering, not between batches.
+ * example and audit verdict the other replicas send through Redis and those
+ * its own inference thread hands over through this thread's port
+ * (learner-feed.ts; without the lease it sends those on through Redis),
+ * trains, calibrates and publishes. The inference thread only answers
+ * frames, hands over, and adopts what is published, so learning never holds
+ * a batch up: on a machine with a core to spare it runs beside the
+ * answering, not between batches.
  *
  * Started and closed by the inference thread (learner-client.ts), which
  * passes its status on to the main thread with its own.
