@@ -30,13 +30,13 @@ import { isLayercacheError } from "../errors/index.ts";
 import type { SegmentedBackbone } from "../model/backbone.ts";
 import type { ExampleConsumer } from "../state/example-consumer.ts";
 import { EvidenceLog } from "../state/evidence.ts";
+import type { ExampleSink } from "../state/examples.ts";
 import { ExampleForwarder, ExampleStream, deliverExample } from "../state/examples.ts";
 import { TrainerLease } from "../state/lease.ts";
 import { layoutOf } from "../state/layout.ts";
 import { StateConnection } from "../state/redis-connection.ts";
 import { RedisStateStore } from "../state/redis-store.ts";
 import type { SnapshotWatcher } from "../state/watcher.ts";
-import type { CacheObserver } from "../cache/engine.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import type { SharingInit, SharingStatus } from "./inference-protocol.ts";
 import type { LocalIntake } from "./learner-feed.ts";
@@ -74,18 +74,18 @@ export interface SharingContext {
   /** Default "all". */
   part?: SharingPart;
   /**
-   * "answers" with a learner thread: the engine's observer, handing what it
-   * sees to the replica's own learner (learner-feed.ts) instead of to Redis.
+   * "answers" with a learner thread: where the forwarder sends what the
+   * engine sees, the replica's own learner (learner-feed.ts) instead of Redis.
    */
-  forwarder?: CacheObserver;
+  sink?: ExampleSink;
   /** "trains": what the replica's inference thread handed over, taken at each step. */
   intake?: LocalIntake;
 }
 
 /**
  * The learner thread's steps: it learns from no batches of its own, so it
- * reads more of the stream per step than a trainer that does, and trains at most a few mini-batch steps
- * between two reads (about 8 ms each for the bundled model), so that it keeps
+ * reads more of the stream per step than a trainer that does, and trains at
+ * most a few mini-batch steps between two reads (about 8 ms each for the bundled model), so that it keeps
  * up with the stream and never loses examples to its cap for want of reading;
  * steps owed beyond LEARNER_BUDGET.maxOwed are dropped (StepBudget).
  */
@@ -170,12 +170,10 @@ export class CacheSharing {
         "Redis does not answer: starting without the shared cache, which follows once it is back",
       );
     }
-    const forwarder =
-      ctx.forwarder ??
-      new ExampleForwarder(stream, {
-        temperature: options.temperature,
-        earlyExits: options.teachEarlierExits,
-      });
+    const forwarder = new ExampleForwarder(ctx.sink ?? stream, {
+      temperature: options.temperature,
+      earlyExits: options.teachEarlierExits,
+    });
     let cache: OnlineCache;
     try {
       cache = await OnlineCache.create(backbone, options, store.tolerant(), true, {

@@ -97,12 +97,7 @@ async function load(init: InferenceInit, log: Logger): Promise<Loaded> {
   const pre = new Preprocessor(backbone.manifest.input);
   try {
     if (init.sharing && init.cacheEnabled) {
-      const feed = init.sharing.learnerThread
-        ? new LearnerFeed(backbone.manifest.classes.length, {
-            temperature: init.cache.temperature,
-            earlyExits: init.cache.teachEarlierExits,
-          })
-        : undefined;
+      const feed = init.sharing.learnerThread ? new LearnerFeed() : undefined;
       const sharing = await CacheSharing.start({
         backbone,
         options: init.cache,
@@ -110,7 +105,7 @@ async function load(init: InferenceInit, log: Logger): Promise<Loaded> {
         workerId: init.workerId,
         log,
         part: feed ? "answers" : "all",
-        forwarder: feed,
+        sink: feed,
       });
       // Sessions the first batches would otherwise build on the frame path.
       await sharing.cache.prepare();
@@ -269,7 +264,9 @@ class InferenceServer {
     }
     if (sharing) {
       const own = sharing.status();
-      const status = this.loaded.learner?.merge(own) ?? own;
+      const merged = this.loaded.learner?.merge(own) ?? own;
+      const feedDropped = this.loaded.feed?.dropped ?? 0;
+      const status = { ...merged, examplesDropped: merged.examplesDropped + feedDropped };
       const text = JSON.stringify(status);
       if (text !== this.sharingSent) {
         this.sharingSent = text;

@@ -3,18 +3,17 @@
  * (learner-thread.ts) through the thread's port instead of through Redis
  * (docs/sharing.md, "The learner thread").
  *
- * On the inference thread, `LearnerFeed` is the engine's observer in place of
- * an ExampleForwarder: it copies each example and audit verdict at once (the
- * engine reuses its arrays) and posts what gathered in one message, after the
+ * On the inference thread, `LearnerFeed` is the sink of the engine's
+ * ExampleForwarder in place of the Redis stream: it copies each example and
+ * audit verdict at once and posts what gathered in one message, after the
  * synchronous part of the step that produced them. On the learner thread,
  * `LocalIntake` keeps what arrives until the learner's next step, which hands
  * it to the trainer if this replica holds the lease, or forwards it through
  * Redis to whichever replica does. Both sides are bounded: the oldest entries
  * beyond the capacity are dropped and counted, never memory.
  */
-import type { CacheObserver } from "../cache/engine.ts";
-import { softmaxWithTemperature } from "../cache/heads.ts";
 import type { AuditRecord, TrainingExample } from "../state/example-codec.ts";
+import type { ExampleSink } from "../state/examples.ts";
 
 /** An example or an audit verdict, as one crosses the port. */
 export type LocalEntry =
@@ -31,29 +30,21 @@ function pushBounded<T>(queue: T[], item: T, capacity: number): number {
   return Math.max(0, over);
 }
 
-export interface FeedOptions {
-  temperature: number;
-  /** Whether frames that leave early teach the exits before theirs (`teachEarlierExits`). */
-  earlyExits: boolean;
-  capacity?: number;
-}
-
-export class LearnerFeed implements CacheObserver {
+/**
+ * The sink of the inference thread's ExampleForwarder (examples.ts) when a
+ * learner thread trains for the replica: the forwarder turns what the engine
+ * shows into examples exactly as it would for the Redis stream, and this
+ * copies them (the engine and the forwarder reuse their arrays) and posts
+ * them to the learner.
+ */
+export class LearnerFeed implements ExampleSink {
   private pending: LocalEntry[] = [];
   private scheduled = false;
   private send: ((entries: LocalEntry[]) => void) | undefined;
-  private readonly target: Float32Array;
-  private readonly capacity: number;
-  /** Entries dropped before the learner was there to take them. */
+  /** Entries dropped before the learner was there to take them (in the worker's examples-dropped count). */
   dropped = 0;
 
-  constructor(
-    classes: number,
-    private readonly options: FeedOptions,
-  ) {
-    this.target = new Float32Array(classes);
-    this.capacity = options.capacity ?? LOCAL_CAPACITY;
-  }
+  constructor(private readonly capacity = LOCAL_CAPACITY) {}
 
   /** Where entries go from now on (the learner's port); what gathered before goes with the next post. */
   attach(send: (entries: LocalEntry[]) => void): void {
@@ -61,28 +52,16 @@ export class LearnerFeed implements CacheObserver {
     this.schedule();
   }
 
-  onBackboneFrame(features: readonly Float32Array[], logits: Float32Array, heldOut: boolean): void {
-    softmaxWithTemperature(logits, this.options.temperature, this.target);
+  offer(example: TrainingExample): void {
+    const { kind, features, target } = example;
     this.add({
       kind: "example",
-      example: {
-        kind: heldOut ? "held-out" : "backbone",
-        features: features.map((f) => f.slice()),
-        target: this.target.slice(),
-      },
+      example: { kind, features: features.map((f) => f.slice()), target: target.slice() },
     });
   }
 
-  onEarlyExit(features: readonly Float32Array[], probs: Float32Array): void {
-    if (!this.options.earlyExits || features.length === 0) return;
-    this.add({
-      kind: "example",
-      example: { kind: "early-exit", features: features.map((f) => f.slice()), target: probs.slice() },
-    });
-  }
-
-  onAudit(exit: number, agreed: boolean, lenient: boolean, headsVersion: number): void {
-    this.add({ kind: "audit", record: { exit, agreed, lenient, headsVersion } });
+  offerAudit(record: AuditRecord): void {
+    this.add({ kind: "audit", record: { ...record } });
   }
 
   private add(entry: LocalEntry): void {

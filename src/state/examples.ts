@@ -186,6 +186,9 @@ export class ExampleStream {
   }
 }
 
+/** Where an ExampleForwarder sends what the engine shows: the Redis stream, or a replica's own learner. */
+export type ExampleSink = Pick<ExampleStream, "offer" | "offerAudit">;
+
 export interface ForwarderOptions {
   /** The cache temperature: soft targets are the backbone's softmax at it. */
   temperature: number;
@@ -207,16 +210,16 @@ export interface ForwarderOptions {
  * check sees the whole fleet's audits.
  */
 export class ExampleForwarder implements CacheObserver {
-  private readonly target: Float32Array;
+  /** The soft target, sized by the first logits (the model's classes). */
+  private target = new Float32Array(0);
 
   constructor(
-    private readonly stream: ExampleStream,
+    private readonly stream: ExampleSink,
     private readonly options: ForwarderOptions,
-  ) {
-    this.target = new Float32Array(stream.options.layout.classes);
-  }
+  ) {}
 
   onBackboneFrame(features: readonly Float32Array[], logits: Float32Array, heldOut: boolean): void {
+    if (this.target.length !== logits.length) this.target = new Float32Array(logits.length);
     softmaxWithTemperature(logits, this.options.temperature, this.target);
     this.stream.offer({ kind: heldOut ? "held-out" : "backbone", features, target: this.target });
   }

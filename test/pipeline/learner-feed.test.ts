@@ -1,23 +1,25 @@
 /**
  * The inference thread's hand-over to its learner thread (learner-feed.ts):
- * what the engine reports is copied at once and posted in one message per
- * synchronous step, and both sides keep at most their capacity, dropping the
- * oldest and counting them. (The learner's use of it, training or sending on
+ * what the engine reports, through the ExampleForwarder it would use for
+ * Redis, is copied at once and posted in one message per synchronous step,
+ * and both sides keep at most their capacity, dropping the oldest and
+ * counting them. (The learner's use of it, training or sending on
  * through Redis, runs in every fleet test and `npm run bench:kafka`.)
  */
 import { describe, expect, it } from "vitest";
 import type { LocalEntry } from "../../src/pipeline/learner-feed.ts";
 import { LearnerFeed, LocalIntake } from "../../src/pipeline/learner-feed.ts";
+import { ExampleForwarder } from "../../src/state/examples.ts";
 
-const classes = 4;
 const features = () => [Float32Array.of(1, 2, 3), Float32Array.of(4, 5)];
 const flushed = () => new Promise<void>((resolve) => queueMicrotask(resolve));
 
-function feed(capacity?: number): { feed: LearnerFeed; posts: LocalEntry[][] } {
+/** The engine's observer on an inference thread with a learner: a forwarder into the feed. */
+function feed(earlyExits = true): { feed: ExampleForwarder; posts: LocalEntry[][] } {
   const posts: LocalEntry[][] = [];
-  const f = new LearnerFeed(classes, { temperature: 1, earlyExits: true, capacity });
-  f.attach((entries) => posts.push(entries));
-  return { feed: f, posts };
+  const sink = new LearnerFeed();
+  sink.attach((entries) => posts.push(entries));
+  return { feed: new ExampleForwarder(sink, { temperature: 1, earlyExits }), posts };
 }
 
 describe("LearnerFeed", () => {
@@ -57,8 +59,8 @@ describe("LearnerFeed", () => {
   });
 
   it("holds what comes before the learner is attached, up to its capacity, oldest dropped", async () => {
-    const f = new LearnerFeed(classes, { temperature: 1, earlyExits: true, capacity: 3 });
-    for (let v = 0; v < 5; v++) f.onAudit(0, true, false, v);
+    const f = new LearnerFeed(3);
+    for (let v = 0; v < 5; v++) f.offerAudit({ exit: 0, agreed: true, lenient: false, headsVersion: v });
     await flushed();
     expect(f.dropped).toBe(2);
     const posts: LocalEntry[][] = [];
@@ -68,9 +70,7 @@ describe("LearnerFeed", () => {
   });
 
   it("leaves early exits out when they do not teach the exits before them", async () => {
-    const posts: LocalEntry[][] = [];
-    const f = new LearnerFeed(classes, { temperature: 1, earlyExits: false });
-    f.attach((entries) => posts.push(entries));
+    const { feed: f, posts } = feed(false);
     f.onEarlyExit(features(), Float32Array.of(0.7, 0.1, 0.1, 0.1));
     await flushed();
     expect(posts).toEqual([]);
