@@ -368,23 +368,23 @@ export class CacheEngine {
 
     for (const range of this.ranges(snap, lenient)) {
       const t0 = performance.now();
-      const fused = range.tail ? this.fusedHead(snap, this.backbone.exitAfterSegment(range.last)) : undefined;
-      const feeds = fused ? this.feedsOf(fused) : undefined;
+      // Ranges have a tail only where the head at their exit is fused (see `cut`).
+      const exit = this.backbone.exitAfterSegment(range.last);
+      const feeds = range.tail ? this.feedsOf(snap.heads[exit]!) : undefined;
       const result = await this.backbone.runSpan(range, x, active.length, feeds);
       const spanMs = performance.now() - t0;
       this.charge(out, active, spanMs, this.spanMacs(range));
-      const step = `${range.first}-${range.last}${fused ? "+head" : ""}`;
+      const step = `${range.first}-${range.last}${range.tail ? "+head" : ""}`;
       tallyIn(this.profile.spans, step, active.length, spanMs);
       const rows = new Map(active.map((f, row) => [f, row]));
-      for (const [exit, features] of result.features) {
-        kept[exit] = { rows, features, size: features.length / active.length };
+      for (const [e, features] of result.features) {
+        kept[e] = { rows, features, size: features.length / active.length };
       }
       if (result.logits) {
         this.finish(out, active, result.logits, kept, audits);
         break;
       }
       // The span ends at an open exit: its head answers for the frames it is sure of.
-      const exit = this.backbone.exitAfterSegment(range.last);
       const { features, size } = kept[exit]!;
       const leaving = await this.tryExit(
         snap,

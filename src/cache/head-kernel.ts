@@ -77,8 +77,10 @@ export function parameterBlocks(shape: HeadShape): { name: string; dims: number[
       ];
 }
 
+type ParameterLayout = { name: string; dims: number[]; offset: number; size: number }[];
+
 /** Where each parameter tensor sits in a head's flat parameters. */
-function parameterLayout(shape: HeadShape): { name: string; dims: number[]; offset: number; size: number }[] {
+function parameterLayout(shape: HeadShape): ParameterLayout {
   let offset = 0;
   return parameterBlocks(shape).map((b) => {
     const size = b.dims.reduce((a, x) => a * x, 1);
@@ -89,13 +91,16 @@ function parameterLayout(shape: HeadShape): { name: string; dims: number[]; offs
 }
 
 /** The predict graph's inputs other than `x`: the head's statistics and parameters. */
-export function parameterFeeds(head: KernelHead): Record<string, ort.Tensor> {
+export function parameterFeeds(
+  head: KernelHead,
+  layout: ParameterLayout = parameterLayout(head.shape),
+): Record<string, ort.Tensor> {
   const d = head.shape.inputSize;
   const feeds: Record<string, ort.Tensor> = {
     mean: new ort.Tensor("float32", head.mean, [d]),
     scale: new ort.Tensor("float32", head.scale, [d]),
   };
-  for (const b of parameterLayout(head.shape)) {
+  for (const b of layout) {
     feeds[b.name] = new ort.Tensor("float32", head.params.subarray(b.offset, b.offset + b.size), b.dims);
   }
   return feeds;
@@ -257,10 +262,15 @@ function missing(shape: HeadShape, graph: string): never {
 }
 
 export class HeadKernel {
+  /** Worked out once: every predict and gradient call of this shape feeds and reads by it. */
+  private readonly layout: ParameterLayout;
+
   private constructor(
     readonly shape: HeadShape,
     private readonly sessions: KernelSessions,
-  ) {}
+  ) {
+    this.layout = parameterLayout(shape);
+  }
 
   static async create(shape: HeadShape, threads = 1): Promise<HeadKernel> {
     const options = onnxSessionOptions(threads);
@@ -277,7 +287,10 @@ export class HeadKernel {
 
   private feeds(head: KernelHead, features: Float32Array, n: number): Record<string, ort.Tensor> {
     const d = this.shape.inputSize;
-    return { x: new ort.Tensor("float32", features.subarray(0, n * d), [n, d]), ...parameterFeeds(head) };
+    return {
+      x: new ort.Tensor("float32", features.subarray(0, n * d), [n, d]),
+      ...parameterFeeds(head, this.layout),
+    };
   }
 
   /** Class probabilities of n rows into out[0 .. n·C). */
@@ -303,9 +316,7 @@ export class HeadKernel {
     ]);
     feeds.inv_n = new ort.Tensor("float32", new Float32Array([1 / n]), []);
     const result = await session.run(feeds);
-    for (const b of parameterLayout(this.shape)) {
-      gradient.set(result[`grad_${b.name}`]!.data as Float32Array, b.offset);
-    }
+    for (const b of this.layout) gradient.set(result[`grad_${b.name}`]!.data as Float32Array, b.offset);
     return (result.loss!.data as Float32Array)[0]!;
   }
 
