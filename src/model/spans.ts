@@ -64,6 +64,13 @@ function invalid(message: string): never {
   throw new LayercacheError("MANIFEST_INVALID", message);
 }
 
+/** Spans rename a graph's tensors, which a node's subgraph would still name the old way. */
+function checkFlat(node: onnx.INodeProto, where: string): void {
+  if (node.attribute?.some((a) => a.g || (a.graphs && a.graphs.length > 0))) {
+    invalid(`${where}: node "${node.name}" has a subgraph; spans cannot fuse it`);
+  }
+}
+
 /** Inlines a tensor's external data from the model folder's weights file. */
 function inlineWeights(tensor: onnx.ITensorProto, weights: Uint8Array, file: string): void {
   if (tensor.dataLocation !== TensorProto.DataLocation.EXTERNAL) return;
@@ -122,9 +129,7 @@ export function buildSpan(
     const keep = pooling ? neededFor(graph, [out(final).name!]) : null;
     for (const node of graph.node ?? []) {
       if (keep && !keep.has(node)) continue;
-      if (node.attribute?.some((a) => a.g || (a.graphs && a.graphs.length > 0))) {
-        invalid(`${spec.file}: node "${node.name}" has a subgraph; spans cannot fuse it`);
-      }
+      checkFlat(node, spec.file);
       node.name = prefix + (node.name ?? "");
       node.input = (node.input ?? []).map(rename);
       node.output = (node.output ?? []).map(rename);
@@ -210,9 +215,7 @@ function appendTail(
   const rename = (name: string) =>
     name === "" ? name : name === TAIL_FEATURES ? features : spanTailName(name);
   for (const node of graph.node ?? []) {
-    if (node.attribute?.some((a) => a.g || (a.graphs && a.graphs.length > 0))) {
-      invalid(`tail ${tail.key}: node "${node.name}" has a subgraph; spans cannot fuse it`);
-    }
+    checkFlat(node, `tail ${tail.key}`);
     node.name = spanTailName(node.name ?? "");
     node.input = (node.input ?? []).map(rename);
     node.output = (node.output ?? []).map(rename);
