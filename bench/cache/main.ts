@@ -31,7 +31,7 @@ import type { ArmResult, Stream } from "./arms.ts";
 import { backboneArm, cacheArm, runArms, runCacheArm } from "./arms.ts";
 import { compareHeads, comparisonTable, COMPARED_KINDS } from "./compare.ts";
 import type { Figures } from "./report.ts";
-import { armFigures, macsSavedByWindow, oracleMacsSavedPct, slice } from "./report.ts";
+import { armFigures, macsSavedByWindow, oracles, slice } from "./report.ts";
 
 const ROOT = join(import.meta.dirname, "..", "..");
 /** Frames per window of the savings-over-time line. */
@@ -129,7 +129,7 @@ async function main(): Promise<void> {
         )
       : undefined;
   const profile = profileRows(cached.cache!.engine.profile);
-  const oracle = await oracleMacsSavedPct(model, cached.cache!, stream, baseLabels);
+  const oracle = await oracles(model, cached.cache!, stream, baseLabels, cacheOptions(options));
   const windows = macsSavedByWindow(cached, model.manifest.full.macs, MACS_WINDOW);
   const trainer = cached.cache!.trainer.stats;
   const decisions = cached.cache!.engine.current.decisions;
@@ -183,7 +183,8 @@ async function main(): Promise<void> {
     throughput: whole.throughput,
     exitShare: whole.exitShare,
     firstExitFrame: firstExit,
-    oracleMacsSavedPct: oracle,
+    oracleMacsSavedPct: oracle.firstAgreeingPct,
+    thresholdOracle: { macsSavedPct: oracle.thresholdsPct, exits: oracle.exits },
     macsWindow: MACS_WINDOW,
     macsSavedByWindowPct: windows,
     afterWarmup: warm,
@@ -230,7 +231,13 @@ async function main(): Promise<void> {
     ),
   );
   log("");
-  log(`first exit open at frame ${firstExit}; oracle MACs saved ${pct(oracle)}`);
+  log(`first exit open at frame ${firstExit}; oracle MACs saved ${pct(oracle.firstAgreeingPct)}`);
+  log(
+    `final heads with thresholds set on the stream itself (agreement ${cacheOptions(options).targetAgreement}, no bound): MACs saved ${pct(oracle.thresholdsPct)}; ${oracle.exits
+      .filter((x) => x.threshold !== null)
+      .map((x) => `exit ${x.exit} at ${x.threshold!.toFixed(3)} answers ${pct(100 * x.share)}`)
+      .join(", ")}`,
+  );
   log(
     `MACs saved by ${MACS_WINDOW.toLocaleString("en")}-frame window: ${windows.map((w) => w.toFixed(1)).join(", ")} (%)`,
   );
