@@ -31,7 +31,7 @@ import type { ArmResult, Stream } from "./arms.ts";
 import { backboneArm, cacheArm, runArms, runCacheArm } from "./arms.ts";
 import { compareHeads, comparisonTable, COMPARED_KINDS } from "./compare.ts";
 import type { Figures } from "./report.ts";
-import { armFigures, macsSavedByWindow, oracles, slice } from "./report.ts";
+import { armFigures, latencySavedByWindow, macsSavedByWindow, oracles, slice } from "./report.ts";
 
 const ROOT = join(import.meta.dirname, "..", "..");
 /** Frames per window of the savings-over-time line. */
@@ -131,6 +131,7 @@ async function main(): Promise<void> {
   const profile = profileRows(cached.cache!.engine.profile);
   const oracle = await oracles(model, cached.cache!, stream, baseLabels, cacheOptions(options));
   const windows = macsSavedByWindow(cached, model.manifest.full.macs, MACS_WINDOW);
+  const latencyWindows = latencySavedByWindow(base, cached, MACS_WINDOW);
   const trainer = cached.cache!.trainer.stats;
   const decisions = cached.cache!.engine.current.decisions;
 
@@ -187,6 +188,7 @@ async function main(): Promise<void> {
     thresholdOracle: { macsSavedPct: oracle.thresholdsPct, exits: oracle.exits },
     macsWindow: MACS_WINDOW,
     macsSavedByWindowPct: windows,
+    latencySavedByWindowPct: latencyWindows,
     afterWarmup: warm,
     trainer: { ...trainer, maintenanceMs: cached.maintenanceMs },
     profile,
@@ -241,6 +243,7 @@ async function main(): Promise<void> {
   log(
     `MACs saved by ${MACS_WINDOW.toLocaleString("en")}-frame window: ${windows.map((w) => w.toFixed(1)).join(", ")} (%)`,
   );
+  log(`mean latency saved by window: ${latencyWindows.map((w) => w.toFixed(1)).join(", ")} (%)`);
   log(
     `learning off the frame path: ${trainer.steps} steps, ${trainer.publishes} versions, ${(cached.maintenanceMs / 1000).toFixed(1)} s (in the cached throughput)`,
   );

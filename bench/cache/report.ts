@@ -95,6 +95,20 @@ export function macsSavedByWindow(cached: ArmResult, fullMacs: number, size: num
   return out;
 }
 
+/**
+ * Mean per-frame latency saved in the same windows, percent: the cached
+ * arm's frames against the backbone arm's same frames.
+ */
+export function latencySavedByWindow(base: ArmResult, cached: ArmResult, size: number): number[] {
+  const out: number[] = [];
+  const total = (arm: ArmResult, from: number) =>
+    arm.frames.slice(from, from + size).reduce((sum, f) => sum + f.latencyMs, 0);
+  for (let from = 0; from < cached.frames.length; from += size) {
+    out.push(100 * (1 - total(cached, from) / total(base, from)));
+  }
+  return out;
+}
+
 /** Every final head's answer on every frame of the stream: label and confidence per exit. */
 interface HeadAnswers {
   /** Per exit (null without a head): the head's top class per frame. */
