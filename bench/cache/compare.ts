@@ -14,7 +14,7 @@ import { table } from "../lib/stats.ts";
 import type { Progress } from "../lib/progress.ts";
 import type { ArmResult, Stream } from "./arms.ts";
 import { backboneArm, cacheArm, runArms } from "./arms.ts";
-import { armFigures, oracles } from "./report.ts";
+import { armFigures, finalHeadAnswers, oracles } from "./report.ts";
 
 export const COMPARED_KINDS: readonly HeadKind[] = ["mlp", "knn", "mlp+knn"];
 
@@ -77,8 +77,13 @@ export async function compareHeads(
       agreement: f.agreement,
       accuracy: f.accuracy.cached,
       macsSavedPct: f.macsSavedPct,
-      oracleMacsSavedPct: (await oracles(model, cache, stream, baseLabels, cacheOptions(options)))
-        .firstAgreeingPct,
+      oracleMacsSavedPct: oracles(
+        model,
+        cache,
+        await finalHeadAnswers(model, cache, stream),
+        baseLabels,
+        cacheOptions(options),
+      ).firstAgreeingPct,
       latencySavedPct: f.latencySavedPct,
       latencyMs: f.latencyMs.cached,
       throughputRatio: f.throughput.ratio,

@@ -31,11 +31,22 @@ import type { ArmResult, Stream } from "./arms.ts";
 import { backboneArm, cacheArm, runArms, runCacheArm } from "./arms.ts";
 import { compareHeads, comparisonTable, COMPARED_KINDS } from "./compare.ts";
 import type { Figures } from "./report.ts";
-import { armFigures, latencySavedByWindow, macsSavedByWindow, oracles, slice } from "./report.ts";
+import {
+  armFigures,
+  evidenceCurve,
+  finalHeadAnswers,
+  latencySavedByWindow,
+  macsSavedByWindow,
+  oracles,
+  slice,
+} from "./report.ts";
 
 const ROOT = join(import.meta.dirname, "..", "..");
 /** Frames per window of the savings-over-time line. */
 const MACS_WINDOW = 1000;
+/** Held-out set sizes and draws of each for the evidence curve (report.ts `evidenceCurve`). */
+const EVIDENCE_SIZES = [500, 1000, 1450, 2000, 3000, 5000];
+const EVIDENCE_DRAWS = 200;
 
 const cli = new Command("bench-cache")
   .option("--frames <n>", "frames to stream (at most 10000)", "10000")
@@ -129,7 +140,16 @@ async function main(): Promise<void> {
         )
       : undefined;
   const profile = profileRows(cached.cache!.engine.profile);
-  const oracle = await oracles(model, cached.cache!, stream, baseLabels, cacheOptions(options));
+  const answers = await finalHeadAnswers(model, cached.cache!, stream);
+  const oracle = oracles(model, cached.cache!, answers, baseLabels, cacheOptions(options));
+  const evidence = evidenceCurve(
+    answers,
+    baseLabels,
+    cacheOptions(options),
+    EVIDENCE_SIZES,
+    EVIDENCE_DRAWS,
+    Number(opt.seed),
+  );
   const windows = macsSavedByWindow(cached, model.manifest.full.macs, MACS_WINDOW);
   const latencyWindows = latencySavedByWindow(base, cached, MACS_WINDOW);
   const trainer = cached.cache!.trainer.stats;
@@ -186,6 +206,7 @@ async function main(): Promise<void> {
     firstExitFrame: firstExit,
     oracleMacsSavedPct: oracle.firstAgreeingPct,
     thresholdOracle: { macsSavedPct: oracle.thresholdsPct, exits: oracle.exits },
+    evidenceCurve: evidence,
     macsWindow: MACS_WINDOW,
     macsSavedByWindowPct: windows,
     latencySavedByWindowPct: latencyWindows,
@@ -242,6 +263,14 @@ async function main(): Promise<void> {
   );
   log(
     `MACs saved by ${MACS_WINDOW.toLocaleString("en")}-frame window: ${windows.map((w) => w.toFixed(1)).join(", ")} (%)`,
+  );
+  log(
+    `exit 0 calibrated by its final head on n frames drawn from the stream (${EVIDENCE_DRAWS} draws each), share of the stream answered: ${evidence
+      .map(
+        (p) =>
+          `${p.frames}: ${pct(100 * p.coverage)}${p.closed > 0 ? ` (closed in ${pct(100 * p.closed)})` : ""}`,
+      )
+      .join(", ")}`,
   );
   log(`mean latency saved by window: ${latencyWindows.map((w) => w.toFixed(1)).join(", ")} (%)`);
   log(

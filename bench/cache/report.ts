@@ -2,6 +2,9 @@
 import { KernelPool } from "../../src/cache/head-kernel.ts";
 import type { OnlineCache } from "../../src/cache/online-cache.ts";
 import type { CacheOptions } from "../../src/cache/options.ts";
+import type { CalibrationTarget, ExitScores } from "../../src/cache/calibration.ts";
+import { calibrateExit } from "../../src/cache/calibration.ts";
+import { SeededRandom } from "../../src/cache/random.ts";
 import type { SegmentedBackbone } from "../../src/model/backbone.ts";
 import type { LatencySummary } from "../lib/stats.ts";
 import { summarize } from "../lib/stats.ts";
@@ -110,7 +113,7 @@ export function latencySavedByWindow(base: ArmResult, cached: ArmResult, size: n
 }
 
 /** Every final head's answer on every frame of the stream: label and confidence per exit. */
-interface HeadAnswers {
+export interface HeadAnswers {
   /** Per exit (null without a head): the head's top class per frame. */
   labels: (Int32Array | null)[];
   /** Per exit: the head's probability of that class per frame. */
@@ -122,7 +125,7 @@ interface HeadAnswers {
  * at its exit. Heads answer on onnxruntime, as in the engine (a
  * nearest-neighbour memory in TypeScript would take minutes here).
  */
-async function finalHeadAnswers(
+export async function finalHeadAnswers(
   model: SegmentedBackbone,
   cache: OnlineCache,
   stream: Stream,
@@ -176,27 +179,27 @@ export interface Oracles {
   exits: { exit: number; threshold: number | null; share: number }[];
 }
 
-export async function oracles(
+export function oracles(
   model: SegmentedBackbone,
   cache: OnlineCache,
-  stream: Stream,
+  answers: HeadAnswers,
   backboneLabels: number[],
   {
     targetAgreement: target,
     exitOverheadMacs: overheadMacs,
   }: Pick<CacheOptions, "targetAgreement" | "exitOverheadMacs">,
-): Promise<Oracles> {
+): Oracles {
   const heads = cache.engine.current.heads;
   const m = model.manifest;
   const full = m.full.macs;
+  const count = backboneLabels.length;
   const cumulative = m.exits.map((e) =>
     m.segments.filter((s) => s.index <= e.afterSegment).reduce((a, s) => a + s.macs, 0),
   );
-  const answers = await finalHeadAnswers(model, cache, stream);
   const agrees = (e: number, f: number) => answers.labels[e]![f] === backboneLabels[f];
 
   let spent = 0;
-  for (let f = 0; f < stream.count; f++) {
+  for (let f = 0; f < count; f++) {
     let cost = full;
     for (let e = 0; e < heads.length; e++) {
       if (!heads[e]) continue;
@@ -208,9 +211,9 @@ export async function oracles(
     }
     spent += cost;
   }
-  const firstAgreeingPct = 100 * (1 - spent / (stream.count * full));
+  const firstAgreeingPct = 100 * (1 - spent / (count * full));
 
-  let staying = Array.from({ length: stream.count }, (_, f) => f);
+  let staying = Array.from({ length: count }, (_, f) => f);
   let thresholdSpent = 0;
   let headsSoFar = 0;
   const exits: Oracles["exits"] = [];
@@ -239,12 +242,90 @@ export async function oracles(
     headsSoFar += headMacs;
     thresholdSpent += taken * (cumulative[e]! + headsSoFar);
     staying = order.slice(taken);
-    exits.push({ exit: e, threshold, share: taken / stream.count });
+    exits.push({ exit: e, threshold, share: taken / count });
   }
   thresholdSpent += staying.length * (full + headsSoFar);
   return {
     firstAgreeingPct,
-    thresholdsPct: 100 * (1 - thresholdSpent / (stream.count * full)),
+    thresholdsPct: 100 * (1 - thresholdSpent / (count * full)),
     exits,
   };
+}
+
+/** What exit 0's calibration proves from a given number of held-out frames (`evidenceCurve`). */
+export interface EvidencePoint {
+  /** Held-out frames drawn. */
+  frames: number;
+  /** Mean share of the stream at or above the proven threshold (0 when nothing was proven). */
+  coverage: number;
+  /** Share of draws that proved no threshold. */
+  closed: number;
+  /** Agreement with the backbone of the frames at or above the threshold, over the stream, averaged over the draws that opened. */
+  agreement: number;
+}
+
+/**
+ * How much more evidence would buy: exit 0's calibration (calibrateExit, as
+ * the trainer runs it) on `draws` random sets of n frames of the stream,
+ * scored by its final head, for each n in `sizes`; each proven threshold
+ * then applied to the whole stream. The head learned from a fifth or so of
+ * these frames, so its confidence on them is somewhat kinder than on new
+ * ones: compare the sizes with each other, not with the live cache.
+ */
+export function evidenceCurve(
+  answers: HeadAnswers,
+  backboneLabels: number[],
+  target: CalibrationTarget,
+  sizes: readonly number[],
+  draws: number,
+  seed: number,
+): EvidencePoint[] {
+  const confidence = answers.confidence[0];
+  const labels = answers.labels[0];
+  if (!confidence || !labels) return [];
+  const count = backboneLabels.length;
+  const rng = new SeededRandom(seed);
+  const pool = Array.from({ length: count }, (_, f) => f);
+  return sizes
+    .filter((n) => n <= count)
+    .map((n) => {
+      const scores: ExitScores = { confidence: new Float32Array(n), label: new Int32Array(n) };
+      const truth = new Int32Array(n);
+      const reaching = new Uint8Array(n).fill(1);
+      let covered = 0;
+      let closed = 0;
+      let agreement = 0;
+      for (let d = 0; d < draws; d++) {
+        // A partial Fisher-Yates shuffle: the first n of the pool are the draw.
+        for (let i = 0; i < n; i++) {
+          const j = i + Math.floor(rng.uniform() * (count - i));
+          [pool[i], pool[j]] = [pool[j]!, pool[i]!];
+          const f = pool[i]!;
+          scores.confidence[i] = confidence[f]!;
+          scores.label[i] = labels[f]!;
+          truth[i] = backboneLabels[f]!;
+        }
+        const { threshold } = calibrateExit(scores, truth, reaching, target);
+        if (threshold === undefined) {
+          closed++;
+          continue;
+        }
+        let above = 0;
+        let agreed = 0;
+        for (let f = 0; f < count; f++) {
+          if (confidence[f]! < threshold) continue;
+          above++;
+          if (labels[f] === backboneLabels[f]) agreed++;
+        }
+        covered += above / count;
+        agreement += above > 0 ? agreed / above : 1;
+      }
+      const opened = draws - closed;
+      return {
+        frames: n,
+        coverage: covered / draws,
+        closed: closed / draws,
+        agreement: opened > 0 ? agreement / opened : 1,
+      };
+    });
 }
