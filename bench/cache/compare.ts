@@ -7,14 +7,13 @@
  */
 import type { HeadKind } from "../../src/cache/head-types.ts";
 import type { CacheOptionsInput } from "../../src/cache/options.ts";
-import { cacheOptions } from "../../src/cache/options.ts";
 import type { SegmentedBackbone } from "../../src/model/backbone.ts";
 import type { LatencySummary } from "../lib/stats.ts";
 import { table } from "../lib/stats.ts";
 import type { Progress } from "../lib/progress.ts";
 import type { ArmResult, Stream } from "./arms.ts";
 import { backboneArm, cacheArm, runArms } from "./arms.ts";
-import { armFigures, finalHeadAnswers, oracles } from "./report.ts";
+import { armFigures, finalHeadAnswers, firstAgreeingOracle } from "./report.ts";
 
 export const COMPARED_KINDS: readonly HeadKind[] = ["mlp", "knn", "mlp+knn"];
 
@@ -77,13 +76,12 @@ export async function compareHeads(
       agreement: f.agreement,
       accuracy: f.accuracy.cached,
       macsSavedPct: f.macsSavedPct,
-      oracleMacsSavedPct: oracles(
+      oracleMacsSavedPct: firstAgreeingOracle(
         model,
         cache,
         await finalHeadAnswers(model, cache, stream),
         baseLabels,
-        cacheOptions(options),
-      ).firstAgreeingPct,
+      ),
       latencySavedPct: f.latencySavedPct,
       latencyMs: f.latencyMs.cached,
       throughputRatio: f.throughput.ratio,

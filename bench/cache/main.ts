@@ -17,7 +17,7 @@ import { Command } from "commander";
 import type { EngineProfile, StepTotals } from "../../src/cache/engine.ts";
 import type { HeadKind } from "../../src/cache/head-types.ts";
 import { HEAD_KINDS } from "../../src/cache/head-types.ts";
-import type { CacheOptionsInput } from "../../src/cache/options.ts";
+import type { CacheOptions, CacheOptionsInput } from "../../src/cache/options.ts";
 import { cacheOptions } from "../../src/cache/options.ts";
 import { SeededRandom } from "../../src/cache/random.ts";
 import { SegmentedBackbone } from "../../src/model/backbone.ts";
@@ -37,8 +37,9 @@ import {
   finalHeadAnswers,
   latencySavedByWindow,
   macsSavedByWindow,
-  oracles,
+  firstAgreeingOracle,
   slice,
+  thresholdsOracle,
 } from "./report.ts";
 
 const ROOT = join(import.meta.dirname, "..", "..");
@@ -103,7 +104,7 @@ async function main(): Promise<void> {
     count,
   };
   if (!HEAD_KINDS.includes(opt.head as HeadKind)) throw new Error(`--head ${opt.head}: not a head kind`);
-  const options: CacheOptionsInput = cacheOptions({
+  const options: CacheOptions = cacheOptions({
     headKind: opt.head as HeadKind,
     targetAgreement: Number(opt.target),
     seed: Number(opt.seed),
@@ -141,11 +142,12 @@ async function main(): Promise<void> {
       : undefined;
   const profile = profileRows(cached.cache!.engine.profile);
   const answers = await finalHeadAnswers(model, cached.cache!, stream);
-  const oracle = oracles(model, cached.cache!, answers, baseLabels, cacheOptions(options));
+  const oracle = firstAgreeingOracle(model, cached.cache!, answers, baseLabels);
+  const thresholds = thresholdsOracle(model, cached.cache!, answers, baseLabels, options);
   const evidence = evidenceCurve(
     answers,
     baseLabels,
-    cacheOptions(options),
+    options,
     EVIDENCE_SIZES,
     EVIDENCE_DRAWS,
     Number(opt.seed),
@@ -204,8 +206,8 @@ async function main(): Promise<void> {
     throughput: whole.throughput,
     exitShare: whole.exitShare,
     firstExitFrame: firstExit,
-    oracleMacsSavedPct: oracle.firstAgreeingPct,
-    thresholdOracle: { macsSavedPct: oracle.thresholdsPct, exits: oracle.exits },
+    oracleMacsSavedPct: oracle,
+    thresholdOracle: thresholds,
     evidenceCurve: evidence,
     macsWindow: MACS_WINDOW,
     macsSavedByWindowPct: windows,
@@ -254,9 +256,9 @@ async function main(): Promise<void> {
     ),
   );
   log("");
-  log(`first exit open at frame ${firstExit}; oracle MACs saved ${pct(oracle.firstAgreeingPct)}`);
+  log(`first exit open at frame ${firstExit}; oracle MACs saved ${pct(oracle)}`);
   log(
-    `final heads with thresholds set on the stream itself (agreement ${cacheOptions(options).targetAgreement}, no bound): MACs saved ${pct(oracle.thresholdsPct)}; ${oracle.exits
+    `final heads with thresholds set on the stream itself (agreement ${options.targetAgreement}, no bound): MACs saved ${pct(thresholds.macsSavedPct)}; ${thresholds.exits
       .filter((x) => x.threshold !== null)
       .map((x) => `exit ${x.exit} at ${x.threshold!.toFixed(3)} answers ${pct(100 * x.share)}`)
       .join(", ")}`,

@@ -159,64 +159,75 @@ export async function finalHeadAnswers(
   return { labels, confidence };
 }
 
-/** What the final heads could save with knowledge no cache has: the backbone's answer for every frame. */
-export interface Oracles {
-  /**
-   * Every frame leaves at the first exit whose head agrees with the backbone,
-   * paying for every head on the way: the best any thresholding of these heads could do.
-   */
-  firstAgreeingPct: number;
-  /**
-   * Each exit's threshold set on the stream itself: in order, the lowest
-   * confidence at which the frames still there agree with the backbone at
-   * least `target` often (measured, no bound), the exit open where that saves
-   * more than its head and `overheadMacs` cost. What calibration could reach
-   * with these heads if it knew every frame's answer: above it, the gap is
-   * evidence and warm-up; below it, the heads.
-   */
-  thresholdsPct: number;
-  /** Per exit, the thresholds oracle's threshold (null: closed) and share of the stream it answers. */
-  exits: { exit: number; threshold: number | null; share: number }[];
+/** MACs of the backbone up to and including the segment before each exit. */
+function macsThroughExit(model: SegmentedBackbone): number[] {
+  const m = model.manifest;
+  return m.exits.map((e) =>
+    m.segments.filter((s) => s.index <= e.afterSegment).reduce((a, s) => a + s.macs, 0),
+  );
 }
 
-export function oracles(
+/**
+ * Oracle: every frame leaves at the first exit whose final head agrees with
+ * the backbone, paying for every head on the way. The best any thresholding
+ * of these heads could do; percent of the MACs saved.
+ */
+export function firstAgreeingOracle(
   model: SegmentedBackbone,
   cache: OnlineCache,
   answers: HeadAnswers,
   backboneLabels: number[],
-  {
-    targetAgreement: target,
-    exitOverheadMacs: overheadMacs,
-  }: Pick<CacheOptions, "targetAgreement" | "exitOverheadMacs">,
-): Oracles {
+): number {
   const heads = cache.engine.current.heads;
-  const m = model.manifest;
-  const full = m.full.macs;
+  const full = model.manifest.full.macs;
+  const through = macsThroughExit(model);
   const count = backboneLabels.length;
-  const cumulative = m.exits.map((e) =>
-    m.segments.filter((s) => s.index <= e.afterSegment).reduce((a, s) => a + s.macs, 0),
-  );
-  const agrees = (e: number, f: number) => answers.labels[e]![f] === backboneLabels[f];
-
   let spent = 0;
   for (let f = 0; f < count; f++) {
     let cost = full;
     for (let e = 0; e < heads.length; e++) {
       if (!heads[e]) continue;
       cost += heads[e]!.macs();
-      if (agrees(e, f)) {
-        cost += cumulative[e]! - full;
+      if (answers.labels[e]![f] === backboneLabels[f]) {
+        cost += through[e]! - full;
         break;
       }
     }
     spent += cost;
   }
-  const firstAgreeingPct = 100 * (1 - spent / (count * full));
+  return 100 * (1 - spent / (count * full));
+}
 
+/** The thresholds oracle's figures (`thresholdsOracle`). */
+export interface ThresholdsOracle {
+  macsSavedPct: number;
+  /** Per exit, the threshold (null: closed) and the share of the stream it answers. */
+  exits: { exit: number; threshold: number | null; share: number }[];
+}
+
+/**
+ * Oracle: each exit's threshold set on the stream itself, in order, at the
+ * lowest confidence at which the frames still there agree with the backbone
+ * at least `targetAgreement` often (measured, no bound), the exit open where
+ * that saves more than its head and `exitOverheadMacs` cost, as the planner
+ * decides. What calibration could reach with these heads if it knew every
+ * frame's answer: above it, the gap is evidence and warm-up; below it, the heads.
+ */
+export function thresholdsOracle(
+  model: SegmentedBackbone,
+  cache: OnlineCache,
+  answers: HeadAnswers,
+  backboneLabels: number[],
+  { targetAgreement, exitOverheadMacs }: Pick<CacheOptions, "targetAgreement" | "exitOverheadMacs">,
+): ThresholdsOracle {
+  const heads = cache.engine.current.heads;
+  const full = model.manifest.full.macs;
+  const through = macsThroughExit(model);
+  const count = backboneLabels.length;
   let staying = Array.from({ length: count }, (_, f) => f);
-  let thresholdSpent = 0;
+  let spent = 0;
   let headsSoFar = 0;
-  const exits: Oracles["exits"] = [];
+  const exits: ThresholdsOracle["exits"] = [];
   for (let e = 0; e < heads.length; e++) {
     const confidence = answers.confidence[e];
     if (!heads[e] || !confidence || staying.length === 0) {
@@ -229,27 +240,25 @@ export function oracles(
     let agreed = 0;
     for (let n = 0; n < order.length;) {
       const t = confidence[order[n]!]!;
-      while (n < order.length && confidence[order[n]!]! >= t) agreed += agrees(e, order[n++]!) ? 1 : 0;
-      if (agreed >= target * n) taken = n;
+      while (n < order.length && confidence[order[n]!]! >= t) {
+        const f = order[n++]!;
+        if (answers.labels[e]![f] === backboneLabels[f]) agreed++;
+      }
+      if (agreed >= targetAgreement * n) taken = n;
     }
     const headMacs = heads[e]!.macs();
-    const saves = taken * (full - cumulative[e]!);
-    if (taken === 0 || saves <= staying.length * (headMacs + overheadMacs)) {
+    const saves = taken * (full - through[e]!);
+    if (taken === 0 || saves <= staying.length * (headMacs + exitOverheadMacs)) {
       exits.push({ exit: e, threshold: null, share: 0 });
       continue;
     }
-    const threshold = confidence[order[taken - 1]!]!;
     headsSoFar += headMacs;
-    thresholdSpent += taken * (cumulative[e]! + headsSoFar);
+    spent += taken * (through[e]! + headsSoFar);
     staying = order.slice(taken);
-    exits.push({ exit: e, threshold, share: taken / count });
+    exits.push({ exit: e, threshold: confidence[order[taken - 1]!]!, share: taken / count });
   }
-  thresholdSpent += staying.length * (full + headsSoFar);
-  return {
-    firstAgreeingPct,
-    thresholdsPct: 100 * (1 - thresholdSpent / (count * full)),
-    exits,
-  };
+  spent += staying.length * (full + headsSoFar);
+  return { macsSavedPct: 100 * (1 - spent / (count * full)), exits };
 }
 
 /** What exit 0's calibration proves from a given number of held-out frames (`evidenceCurve`). */
