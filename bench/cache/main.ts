@@ -1,13 +1,15 @@
 /**
- * npm run bench -- [--frames N] [--batch B] [--head softmax|mlp|knn|mlp+knn] [--set option=value ...]
- *                  [--json] [--plot FILE] [--compare-heads]
+ * npm run bench -- [--frames N] [--passes P] [--batch B] [--head softmax|mlp|knn|mlp+knn]
+ *                  [--set option=value ...] [--json] [--plot FILE] [--compare-heads]
  *
  * Replays the Fashion-MNIST test split as a stream (seeded shuffle, cold
  * start, labels never shown to the engine) through the backbone alone and
  * through the online cache, side by side batch by batch (arms.ts, runArms),
  * and prints what the cache saved and what it cost in agreement and accuracy,
  * and how the savings grow over the stream (MACs saved per 1,000-frame
- * window). With --compare-heads a cache arm per head kind (mlp, knn, mlp+knn)
+ * window). `--passes P` makes the stream P times longer, each pass a new
+ * order of flipped and shifted variants of the split's images, for how a
+ * long-running cache does. With --compare-heads a cache arm per head kind (mlp, knn, mlp+knn)
  * runs side by side with the backbone arm, and one table compares them
  * (compare.ts).
  */
@@ -23,6 +25,7 @@ import { SeededRandom } from "../../src/cache/random.ts";
 import { SegmentedBackbone } from "../../src/model/backbone.ts";
 import { loadIdxDataset } from "../../src/model/idx.ts";
 import { Preprocessor } from "../../src/model/preprocess.ts";
+import { MAX_PASSES, passVariant, variantPixels } from "../../src/tools/frame-variants.ts";
 import type { Progress } from "../lib/progress.ts";
 import { progress } from "../lib/progress.ts";
 import { shuffled, summarize, table } from "../lib/stats.ts";
@@ -50,7 +53,12 @@ const EVIDENCE_SIZES = [500, 1000, 1450, 2000, 3000, 5000];
 const EVIDENCE_DRAWS = 200;
 
 const cli = new Command("bench-cache")
-  .option("--frames <n>", "frames to stream (at most 10000)", "10000")
+  .option("--frames <n>", "frames to stream (default and most: 10000 a pass)")
+  .option(
+    "--passes <n>",
+    "stream the test split this many times, each pass in a new order, every frame a flipped and shifted variant of its image (src/tools/frame-variants.ts; default 1: the split as it is)",
+    "1",
+  )
   .option("--batch <n>", "frames per engine call (1 = per-frame latency)", "1")
   .option("--head <kind>", `exit head: ${HEAD_KINDS.join(", ")}`, cacheOptions().headKind)
   .option("--target <p>", "target agreement", "0.99")
@@ -68,7 +76,8 @@ const cli = new Command("bench-cache")
   )
   .parse();
 const opt = cli.opts<{
-  frames: string;
+  frames?: string;
+  passes: string;
   batch: string;
   head: string;
   target: string;
@@ -89,13 +98,26 @@ async function main(): Promise<void> {
     intraOpThreads: Number(opt.threads),
   });
   const pre = new Preprocessor(model.manifest.input);
-  const count = Math.min(Number(opt.frames), data.count);
+  const passes = Number(opt.passes);
+  if (!Number.isInteger(passes) || passes < 1 || passes > MAX_PASSES)
+    throw new Error(`--passes ${opt.passes}: expected 1..${MAX_PASSES}`);
+  const count = Math.min(Number(opt.frames ?? Infinity), data.count * passes);
   const batch = Number(opt.batch);
-  const rng = new SeededRandom(Number(opt.seed));
-  const order = shuffled(data.count, () => rng.uniform()).slice(0, count);
+  const seed = Number(opt.seed);
+  const rng = new SeededRandom(seed);
+  // Pass by pass, each in its own seeded order; one pass is the split as it is, more are variants.
+  const order = Array.from({ length: passes }, () => shuffled(data.count, () => rng.uniform()))
+    .flat()
+    .slice(0, count);
   const pixels = new Uint8Array(count * pre.frameSize);
   order.forEach((src, i) =>
-    pixels.set(data.images.subarray(src * pre.frameSize, (src + 1) * pre.frameSize), i * pre.frameSize),
+    variantPixels(
+      data.images.subarray(src * pre.frameSize, (src + 1) * pre.frameSize),
+      data.width,
+      data.height,
+      passes === 1 ? 0 : passVariant(src, Math.floor(i / data.count), seed),
+      pixels.subarray(i * pre.frameSize, (i + 1) * pre.frameSize),
+    ),
   );
   const stream: Stream = {
     inputs: pre.normalise(pixels, count),
@@ -113,7 +135,7 @@ async function main(): Promise<void> {
 
   const heads = opt.compareHeads ? COMPARED_KINDS.join(", ") : opt.head;
   log(
-    `model ${model.manifest.modelId}, ${count} frames, batch ${batch}, ${opt.threads} thread(s), head ${heads}`,
+    `model ${model.manifest.modelId}, ${count} frames${passes > 1 ? ` (${passes} passes)` : ""}, batch ${batch}, ${opt.threads} thread(s), head ${heads}`,
   );
   const bar = (name: string) => progress(name, count, !opt.json && process.stderr.isTTY === true);
   if (opt.compareHeads) {
@@ -195,6 +217,7 @@ async function main(): Promise<void> {
   const result = {
     modelId: model.manifest.modelId,
     frames: count,
+    passes,
     batch,
     head: opt.head,
     target: Number(opt.target),

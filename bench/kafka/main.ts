@@ -18,7 +18,11 @@
  * arm, a cached worker learns from the first N frames of the order (not
  * measured), and the measured worker starts from the state it left in Redis,
  * as a replica joining a fleet does (docs/sharing.md). Both arms are then
- * measured on the frames after those N, so no measured image was learned from.
+ * measured on the frames after those N, so no measured frame was learned from.
+ * `--passes P` makes the stream P times the test split, every frame a flipped
+ * and shifted variant of its image (src/tools/frame-variants.ts), so that a
+ * worker can learn from more frames than the split has; the measured frames
+ * are then variants of images it learned from, as a long-running camera's are.
  */
 import { Command } from "commander";
 import { z } from "zod";
@@ -28,6 +32,7 @@ import { runArm } from "./arm.ts";
 import type { BenchSettings, RepeatFigures } from "./report.ts";
 import { armFigures, buildReport, formatReport, repeatFigures } from "./report.ts";
 import { runKafkaBench } from "../lib/kafka-bench.ts";
+import { MAX_PASSES, withVariants } from "../../src/tools/frame-variants.ts";
 import { runName } from "../../src/tools/names.ts";
 import { deleteKeysUnder } from "../../src/tools/redis-keys.ts";
 
@@ -39,6 +44,7 @@ const schema = z.object({
   repeats: wholeNumber(1, 50).default(1),
   seed: wholeNumber(0, 2 ** 32 - 1).default(1),
   warm: wholeNumber(0).default(0),
+  passes: wholeNumber(1, MAX_PASSES).default(1),
   timeout: positiveNumber.default(600),
   json: z.boolean().default(false),
 });
@@ -57,6 +63,10 @@ const cli = new Command("bench-kafka")
     "--warm <n>",
     "cache on starts from what a worker learned on the first n frames; both arms measure the frames after (default 0: cold)",
   )
+  .option(
+    "--passes <n>",
+    "the test split this many times over, every frame a flipped and shifted variant, for a --warm longer than the split (default 1: the split as it is)",
+  )
   .option("--timeout <seconds>", "longest wait for an arm's predictions (default 600)")
   .option("--json", "print one JSON object instead of tables")
   .parse();
@@ -66,12 +76,13 @@ const say = (line: string) => process.stderr.write(`[bench:kafka] ${line}\n`);
 const ARM_LABEL: Record<ArmName, string> = { cacheOff: "cache off", cacheOn: "cache on" };
 
 async function main(): Promise<number> {
-  return runKafkaBench({ say, json: options.json }, async (ctx) => {
+  return runKafkaBench({ say, json: options.json }, async (split) => {
+    const ctx = { ...split, source: withVariants(split.source, options.passes, options.seed) };
     const images = ctx.source.size;
     if (options.warm > 0 && options.warm + options.frames > images) {
       throw new Error(
-        `--warm ${options.warm} with --frames ${options.frames} would measure images learned from ` +
-          `(the test split has ${images}); use --frames ${Math.max(images - options.warm, 0)} or fewer`,
+        `--warm ${options.warm} with --frames ${options.frames} would measure frames learned from ` +
+          `(the stream has ${images}); use --frames ${Math.max(images - options.warm, 0)} or fewer, or more --passes`,
       );
     }
     const settings: BenchSettings = {
@@ -83,6 +94,7 @@ async function main(): Promise<number> {
       repeats: options.repeats,
       seed: options.seed,
       warm: options.warm,
+      passes: options.passes,
     };
     const runs: RepeatFigures[] = [];
     for (let repeat = 0; repeat < options.repeats; repeat++) {

@@ -59,6 +59,8 @@ export interface BenchSettings {
   seed: number;
   /** Frames cache on learned from before being measured (0: a cold start). */
   warm: number;
+  /** Times the test split is streamed; more than 1: every frame a flipped and shifted variant. */
+  passes: number;
 }
 
 export interface BenchReport extends BenchSettings {
@@ -190,7 +192,7 @@ export function formatReport(r: BenchReport): string {
       ? `cache on warm: it starts from what a worker learned on the ${r.warm.toLocaleString("en")} frames before them`
       : "cache on from a cold start";
   const lines = [
-    `${r.frames.toLocaleString("en")} Fashion-MNIST test frames (seed ${r.seed}), ${r.workers} worker(s), ` +
+    `${r.frames.toLocaleString("en")} Fashion-MNIST test frames (seed ${r.seed}${r.passes > 1 ? `, ${r.passes} passes of flipped and shifted variants` : ""}), ${r.workers} worker(s), ` +
       `${r.threads} intra-op thread(s), ${r.repeats} repeat(s)${r.repeats > 1 ? " (medians)" : ""}; ${load}; ${start}`,
     "",
     table(
