@@ -12,6 +12,14 @@ export const cacheOptionsSchema = z.strictObject({
   confidenceLevel: z.number().min(0.5).max(0.9999).default(0.95),
   boundMethod: z.enum(["wilson", "clopper-pearson"]).default("clopper-pearson"),
   /**
+   * Calibration's scan of thresholds starts at the strictest one that takes
+   * up to this share of the held-out frames reaching the exit (calibration.ts),
+   * so that with thousands of them one disagreement among the 299 most
+   * confident does not close the exit. Below about 1,900 held-out frames it
+   * starts at the first as before. 0 always starts at the first.
+   */
+  scanStartShare: z.number().min(0).max(1).default(0.25),
+  /**
    * SLO mode's agreement floor (docs/slo.md): every exit also gets the
    * threshold proven for it, so that an overloaded worker can exit earlier
    * without ever answering below it. At or above the target: no floor.

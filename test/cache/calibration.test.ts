@@ -1,6 +1,7 @@
 /**
  * Threshold calibration on hand-made scores: the count-indexed checkpoints
- * of the fixed-sequence scan, where it stops, and how ties are counted.
+ * of the fixed-sequence scan, where it starts and stops, and how ties are
+ * counted.
  */
 import { describe, expect, it } from "vitest";
 import { lowerBound } from "../../src/cache/bounds.ts";
@@ -93,5 +94,43 @@ describe("calibrateExit", () => {
     const out = calibrateExit(scores, labels, reaching, target);
     expect(out.threshold).toBeUndefined();
     expect(out.minFrames).toBe(299);
+  });
+
+  describe("with scanStartShare", () => {
+    const later: CalibrationTarget = { ...target, scanStartShare: 0.25 };
+
+    it("starts at the largest checkpoint within the share, so a lone disagreement among the most confident does not close the exit", () => {
+      // 3,000 frames: the share allows 750, so the scan starts at 628 (2 disagreements).
+      const { scores, labels, reaching } = ranked(3000, [3]);
+      expect(calibrateExit(scores, labels, reaching, target).threshold).toBeUndefined();
+      const out = calibrateExit(scores, labels, reaching, later);
+      expect(out.threshold).toBeDefined();
+      expect(out.accepted).toBeGreaterThanOrEqual(628);
+      expect(out.agreed).toBe(out.accepted - 1);
+    });
+
+    it("still fails where the first checkpoint it tests fails", () => {
+      const { scores, labels, reaching } = ranked(3000, [3, 50, 100]);
+      const out = calibrateExit(scores, labels, reaching, later);
+      expect(out.threshold).toBeUndefined();
+      expect(out.lowerBound).toBeCloseTo(lowerBound("clopper-pearson", 625, 628, 0.95), 9);
+    });
+
+    it("starts at the first checkpoint when the evidence is short, and gives what share 0 gives there", () => {
+      // 1,800 frames allow 450 < 473: the same scan as without a share.
+      for (const wrong of [[3], [350], [300, 310]]) {
+        const { scores, labels, reaching } = ranked(1800, wrong);
+        expect(calibrateExit(scores, labels, reaching, later)).toEqual(
+          calibrateExit(scores, labels, reaching, target),
+        );
+      }
+    });
+
+    it("counts only the frames that reach the exit towards the share", () => {
+      const { scores, labels, reaching } = ranked(3000, [3]);
+      // 1,800 of them reach it: the scan starts at 299 again, and the disagreement closes it.
+      reaching.fill(0, 1800);
+      expect(calibrateExit(scores, labels, reaching, later).threshold).toBeUndefined();
+    });
   });
 });
