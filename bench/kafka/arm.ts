@@ -60,8 +60,8 @@ export interface ArmPlan {
   overrides?: Partial<Record<FieldKey, string>>;
   /** Name in progress lines and run names; defaults to the arm's. */
   label?: string;
-  /** Seeded order of the test split, the same in every arm. */
-  shuffleSeed: number;
+  /** Seeded order of the test split, the same in every arm; undefined sends the source in its own order. */
+  shuffleSeed?: number;
   /** Position in that order of the arm's first frame (default 0). */
   firstFrame?: number;
   /**

@@ -23,6 +23,9 @@
  * and shifted variant of its image (src/tools/frame-variants.ts), so that a
  * worker can learn from more frames than the split has; the measured frames
  * are then variants of images it learned from, as a long-running camera's are.
+ * `--unseen` (with `--warm`) keeps them apart instead: the worker learns from
+ * variants of some images, and both arms are measured on variants of the
+ * others.
  */
 import { Command } from "commander";
 import { z } from "zod";
@@ -32,7 +35,7 @@ import { runArm } from "./arm.ts";
 import type { BenchSettings, RepeatFigures } from "./report.ts";
 import { armFigures, buildReport, formatReport, repeatFigures } from "./report.ts";
 import { runKafkaBench } from "../lib/kafka-bench.ts";
-import { MAX_PASSES, withVariants } from "../../src/tools/frame-variants.ts";
+import { learnThenUnseen, MAX_PASSES, withVariants } from "../../src/tools/frame-variants.ts";
 import { runName } from "../../src/tools/names.ts";
 import { deleteKeysUnder } from "../../src/tools/redis-keys.ts";
 
@@ -45,6 +48,7 @@ const schema = z.object({
   seed: wholeNumber(0, 2 ** 32 - 1).default(1),
   warm: wholeNumber(0).default(0),
   passes: wholeNumber(1, MAX_PASSES).default(1),
+  unseen: z.boolean().default(false),
   timeout: positiveNumber.default(600),
   json: z.boolean().default(false),
 });
@@ -67,6 +71,10 @@ const cli = new Command("bench-kafka")
     "--passes <n>",
     "the test split this many times over, every frame a flipped and shifted variant, for a --warm longer than the split (default 1: the split as it is)",
   )
+  .option(
+    "--unseen",
+    "with --warm: learn from variants of some images, measure on variants of the others (at most 9999 frames), so no measured image was learned from in any form",
+  )
   .option("--timeout <seconds>", "longest wait for an arm's predictions (default 600)")
   .option("--json", "print one JSON object instead of tables")
   .parse();
@@ -77,7 +85,14 @@ const ARM_LABEL: Record<ArmName, string> = { cacheOff: "cache off", cacheOn: "ca
 
 async function main(): Promise<number> {
   return runKafkaBench({ say, json: options.json }, async (split) => {
-    const ctx = { ...split, source: withVariants(split.source, options.passes, options.seed) };
+    if (options.unseen && (options.warm === 0 || options.passes > 1))
+      throw new Error("--unseen needs --warm and makes its own passes: leave --passes out");
+    const source = options.unseen
+      ? learnThenUnseen(split.source, options.warm, options.frames, options.seed)
+      : withVariants(split.source, options.passes, options.seed);
+    const ctx = { ...split, source };
+    // An unseen stream is sent in its own order: what is learned from, then what is measured.
+    const shuffleSeed = options.unseen ? undefined : options.seed;
     const images = ctx.source.size;
     if (options.warm > 0 && options.warm + options.frames > images) {
       throw new Error(
@@ -95,6 +110,7 @@ async function main(): Promise<number> {
       seed: options.seed,
       warm: options.warm,
       passes: options.passes,
+      unseen: options.unseen,
     };
     const runs: RepeatFigures[] = [];
     for (let repeat = 0; repeat < options.repeats; repeat++) {
@@ -108,7 +124,7 @@ async function main(): Promise<number> {
           workers: options.workers,
           threads: options.threads,
           rate: options.rate,
-          shuffleSeed: options.seed,
+          shuffleSeed,
           firstFrame: options.warm,
           timeoutMs: options.timeout * 1000,
         };

@@ -61,6 +61,8 @@ export interface BenchSettings {
   warm: number;
   /** Times the test split is streamed; more than 1: every frame a flipped and shifted variant. */
   passes: number;
+  /** Learned from variants of some images, measured on variants of the others. */
+  unseen: boolean;
 }
 
 export interface BenchReport extends BenchSettings {
@@ -189,7 +191,10 @@ export function formatReport(r: BenchReport): string {
       : "all frames produced before the workers start (latency is mostly the wait in the topic)";
   const start =
     r.warm > 0
-      ? `cache on warm: it starts from what a worker learned on the ${r.warm.toLocaleString("en")} frames before them`
+      ? `cache on warm: it starts from what a worker learned on the ${r.warm.toLocaleString("en")} frames before them` +
+        (r.unseen
+          ? ", variants of other images than those measured (all measured frames are variants too)"
+          : "")
       : "cache on from a cold start";
   const lines = [
     `${r.frames.toLocaleString("en")} Fashion-MNIST test frames (seed ${r.seed}${r.passes > 1 ? `, ${r.passes} passes of flipped and shifted variants` : ""}), ${r.workers} worker(s), ` +

@@ -12,6 +12,7 @@
  * to the heads).
  */
 import { LayercacheError } from "../errors/index.ts";
+import { frameOrder } from "./frame-producer.ts";
 import type { FrameSource, SourceImage } from "./frame-source.ts";
 
 /** Largest shift, pixels, each way. */
@@ -99,5 +100,43 @@ export function withVariants(source: FrameSource, passes: number, seed: number):
         pixels: variantPixels(original.pixels, original.width, original.height, variant),
       };
     },
+  };
+}
+
+/**
+ * A stream that learns from some images and is then measured on others:
+ * `learn` frames of variants of the images outside the measured set, pass
+ * after pass, then `measure` frames, one variant each of images not shown
+ * before. The images are split by a Fisher-Yates shuffle seeded with
+ * `seed`; the stream is meant to be sent in its own order.
+ */
+export function learnThenUnseen(
+  source: FrameSource,
+  learn: number,
+  measure: number,
+  seed: number,
+): FrameSource {
+  if (!Number.isInteger(measure) || measure < 1 || measure >= source.size)
+    throw new LayercacheError(
+      "CONFIG_INVALID",
+      `${measure} unseen frames: expected 1..${source.size - 1}, leaving images of ${source.description} to learn from`,
+    );
+  const order = frameOrder(source.size, seed);
+  const measured = order.subarray(0, measure);
+  const learned = order.subarray(measure);
+  const passes = Math.ceil(learn / learned.length);
+  if (!Number.isInteger(learn) || learn < 0 || passes > MAX_PASSES)
+    throw new LayercacheError(
+      "CONFIG_INVALID",
+      `${learn} frames to learn from ${learned.length} images would take ${passes} passes; at most ${MAX_PASSES}`,
+    );
+  const variants = withVariants(source, MAX_PASSES, seed);
+  return {
+    description: `${source.description}: ${learn} frames of variants of ${learned.length} images, then ${measure} of the others`,
+    size: learn + measure,
+    image: (index: number): SourceImage =>
+      index < learn
+        ? variants.image(Math.floor(index / learned.length) * source.size + learned[index % learned.length]!)
+        : variants.image(measured[index - learn]!),
   };
 }

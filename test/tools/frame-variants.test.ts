@@ -1,12 +1,20 @@
 /**
  * Variants that make a stream longer than its data set: the flips and
- * shifts themselves, the variant each pass gives an image, and a source
- * shown several times.
+ * shifts themselves, the variant each pass gives an image, a source shown
+ * several times, and one that learns from some images and is measured on
+ * the others.
  */
 import { describe, expect, it } from "vitest";
 import type { FrameSource, SourceImage } from "../../src/tools/frame-source.ts";
 import { FASHION_MNIST, openFrameSource } from "../../src/tools/frame-source.ts";
-import { MAX_PASSES, passVariant, VARIANTS, variantPixels, withVariants } from "../../src/tools/frame-variants.ts";
+import {
+  learnThenUnseen,
+  MAX_PASSES,
+  passVariant,
+  VARIANTS,
+  variantPixels,
+  withVariants,
+} from "../../src/tools/frame-variants.ts";
 
 const W = 6;
 const H = 5;
@@ -110,5 +118,55 @@ describe("withVariants", () => {
     expect(() => withVariants(source, 2, 1).image(0)).toThrow(/gray RAW8/);
     expect(() => withVariants(source, 0, 1)).toThrow(/passes 0/);
     expect(() => withVariants(source, MAX_PASSES + 1, 1)).toThrow(/passes/);
+  });
+});
+
+describe("learnThenUnseen", () => {
+  /**
+   * Ten gray 7x7 images labelled 0-9: image i is i + 1 at the centre and 200
+   * just right of it, so that every flip and shift of it differs and none
+   * leaves the frame.
+   */
+  const tiny: FrameSource = {
+    description: "ten tiny images",
+    size: 10,
+    image: (i) => ({
+      width: 7,
+      height: 7,
+      channels: 1,
+      encoding: "RAW8",
+      pixels: Uint8Array.from({ length: 49 }, (_, p) => (p === 24 ? i + 1 : p === 25 ? 200 : 0)),
+      label: i,
+    }),
+  };
+
+  it("learns from variants of some images only, then measures variants of the others", () => {
+    const stream = learnThenUnseen(tiny, 25, 4, 3);
+    expect(stream.size).toBe(29);
+    const labels = Array.from({ length: stream.size }, (_, i) => stream.image(i).label!);
+    const learned = new Set(labels.slice(0, 25));
+    const measured = labels.slice(25);
+    expect(learned.size).toBe(6);
+    expect(new Set(measured).size).toBe(4);
+    expect(measured.some((l) => learned.has(l))).toBe(false);
+    // Pass after pass over the six: each seen 4 or 5 times, every time as another variant.
+    for (const l of learned) {
+      const seen = labels.slice(0, 25).flatMap((x, i) => (x === l ? [stream.image(i).pixels.join()] : []));
+      expect(seen.length).toBeGreaterThanOrEqual(4);
+      expect(new Set(seen).size).toBe(seen.length);
+    }
+    // The image itself never shows: every frame is flipped or shifted.
+    for (let i = 0; i < stream.size; i++) {
+      const { pixels, label } = stream.image(i);
+      expect(pixels.join()).not.toBe(tiny.image(label!).pixels.join());
+    }
+    expect(learnThenUnseen(tiny, 25, 4, 3).image(27)).toEqual(stream.image(27));
+  });
+
+  it("refuses to measure every image, or to learn for more passes than there are variants", () => {
+    expect(() => learnThenUnseen(tiny, 10, 10, 1)).toThrow(/unseen frames/);
+    expect(() => learnThenUnseen(tiny, 10, 0, 1)).toThrow(/unseen frames/);
+    expect(() => learnThenUnseen(tiny, 6 * MAX_PASSES + 1, 4, 1)).toThrow(/passes/);
+    expect(learnThenUnseen(tiny, 6 * MAX_PASSES, 4, 1).size).toBe(6 * MAX_PASSES + 4);
   });
 });
