@@ -23,9 +23,9 @@ import type { CacheOptions, CacheOptionsInput } from "../../src/cache/options.ts
 import { cacheOptions } from "../../src/cache/options.ts";
 import { SeededRandom } from "../../src/cache/random.ts";
 import { SegmentedBackbone } from "../../src/model/backbone.ts";
-import { loadIdxDataset } from "../../src/model/idx.ts";
 import { Preprocessor } from "../../src/model/preprocess.ts";
-import { MAX_PASSES, passVariant, variantPixels } from "../../src/tools/frame-variants.ts";
+import { FASHION_MNIST, openFrameSource } from "../../src/tools/frame-source.ts";
+import { withVariants } from "../../src/tools/frame-variants.ts";
 import type { Progress } from "../lib/progress.ts";
 import { progress } from "../lib/progress.ts";
 import { shuffled, summarize, table } from "../lib/stats.ts";
@@ -93,35 +93,33 @@ const log = (s: string) => (opt.json ? undefined : process.stdout.write(s + "\n"
 const pct = (x: number) => `${x.toFixed(2)}%`;
 
 async function main(): Promise<void> {
-  const data = await loadIdxDataset(join(ROOT, "data", "fashion-mnist"), "t10k");
+  const split = await openFrameSource(FASHION_MNIST);
   const model = await SegmentedBackbone.load(join(ROOT, "models", "fashion-resnet18"), {
     intraOpThreads: Number(opt.threads),
   });
   const pre = new Preprocessor(model.manifest.input);
   const passes = Number(opt.passes);
-  if (!Number.isInteger(passes) || passes < 1 || passes > MAX_PASSES)
-    throw new Error(`--passes ${opt.passes}: expected 1..${MAX_PASSES}`);
-  const count = Math.min(Number(opt.frames ?? Infinity), data.count * passes);
-  const batch = Number(opt.batch);
   const seed = Number(opt.seed);
+  const source = withVariants(split, passes, seed);
+  const count = Math.min(Number(opt.frames ?? Infinity), source.size);
+  const batch = Number(opt.batch);
   const rng = new SeededRandom(seed);
-  // Pass by pass, each in its own seeded order; one pass is the split as it is, more are variants.
-  const order = Array.from({ length: passes }, () => shuffled(data.count, () => rng.uniform()))
+  // Pass by pass, each in its own seeded order of the split's images.
+  const order = Array.from({ length: passes }, (_, pass) =>
+    shuffled(split.size, () => rng.uniform()).map((image) => pass * split.size + image),
+  )
     .flat()
     .slice(0, count);
   const pixels = new Uint8Array(count * pre.frameSize);
-  order.forEach((src, i) =>
-    variantPixels(
-      data.images.subarray(src * pre.frameSize, (src + 1) * pre.frameSize),
-      data.width,
-      data.height,
-      passes === 1 ? 0 : passVariant(src, Math.floor(i / data.count), seed),
-      pixels.subarray(i * pre.frameSize, (i + 1) * pre.frameSize),
-    ),
-  );
+  const labels = new Uint8Array(count);
+  order.forEach((index, i) => {
+    const image = source.image(index);
+    pixels.set(image.pixels, i * pre.frameSize);
+    labels[i] = image.label!;
+  });
   const stream: Stream = {
     inputs: pre.normalise(pixels, count),
-    labels: Uint8Array.from(order.map((i) => data.labels[i]!)),
+    labels,
     frameSize: pre.frameSize,
     count,
   };
@@ -129,7 +127,7 @@ async function main(): Promise<void> {
   const options: CacheOptions = cacheOptions({
     headKind: opt.head as HeadKind,
     targetAgreement: Number(opt.target),
-    seed: Number(opt.seed),
+    seed,
     ...overrides(opt.set ?? []),
   });
 
@@ -166,14 +164,7 @@ async function main(): Promise<void> {
   const answers = await finalHeadAnswers(model, cached.cache!, stream);
   const oracle = firstAgreeingOracle(model, cached.cache!, answers, baseLabels);
   const thresholds = thresholdsOracle(model, cached.cache!, answers, baseLabels, options);
-  const evidence = evidenceCurve(
-    answers,
-    baseLabels,
-    options,
-    EVIDENCE_SIZES,
-    EVIDENCE_DRAWS,
-    Number(opt.seed),
-  );
+  const evidence = evidenceCurve(answers, baseLabels, options, EVIDENCE_SIZES, EVIDENCE_DRAWS, seed);
   const windows = macsSavedByWindow(cached, model.manifest.full.macs, MACS_WINDOW);
   const latencyWindows = latencySavedByWindow(base, cached, MACS_WINDOW);
   const trainer = cached.cache!.trainer.stats;

@@ -84,18 +84,22 @@ export function slice(arm: ArmResult, from: number, to = arm.frames.length): Arm
   return { ...arm, frames, computeMs: arm.computeMs * part, maintenanceMs: arm.maintenanceMs * part };
 }
 
+/** Consecutive windows [from, to) of `size` frames over `count` frames (the last may be shorter). */
+function windows(count: number, size: number): [number, number][] {
+  const out: [number, number][] = [];
+  for (let from = 0; from < count; from += size) out.push([from, Math.min(from + size, count)]);
+  return out;
+}
+
 /**
  * MACs saved in consecutive windows of `size` frames (the last may be
  * shorter), percent: how savings grow as the cache learns and proves exits.
  */
 export function macsSavedByWindow(cached: ArmResult, fullMacs: number, size: number): number[] {
-  const out: number[] = [];
-  for (let from = 0; from < cached.frames.length; from += size) {
-    const part = cached.frames.slice(from, from + size);
-    const spent = part.reduce((sum, f) => sum + f.macs, 0);
-    out.push(100 * (1 - spent / (fullMacs * part.length)));
-  }
-  return out;
+  return windows(cached.frames.length, size).map(([from, to]) => {
+    const spent = cached.frames.slice(from, to).reduce((sum, f) => sum + f.macs, 0);
+    return 100 * (1 - spent / (fullMacs * (to - from)));
+  });
 }
 
 /**
@@ -103,13 +107,11 @@ export function macsSavedByWindow(cached: ArmResult, fullMacs: number, size: num
  * arm's frames against the backbone arm's same frames.
  */
 export function latencySavedByWindow(base: ArmResult, cached: ArmResult, size: number): number[] {
-  const out: number[] = [];
-  const total = (arm: ArmResult, from: number) =>
-    arm.frames.slice(from, from + size).reduce((sum, f) => sum + f.latencyMs, 0);
-  for (let from = 0; from < cached.frames.length; from += size) {
-    out.push(100 * (1 - total(cached, from) / total(base, from)));
-  }
-  return out;
+  const total = (arm: ArmResult, from: number, to: number) =>
+    arm.frames.slice(from, to).reduce((sum, f) => sum + f.latencyMs, 0);
+  return windows(cached.frames.length, size).map(
+    ([from, to]) => 100 * (1 - total(cached, from, to) / total(base, from, to)),
+  );
 }
 
 /** Every final head's answer on every frame of the stream: label and confidence per exit. */
