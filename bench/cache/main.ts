@@ -16,7 +16,7 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Command } from "commander";
-import type { EngineProfile, StepTotals } from "../../src/cache/engine.ts";
+import type { EngineProfile, StepTotals } from "../../src/cache/engine-profile.ts";
 import type { HeadKind } from "../../src/cache/head-types.ts";
 import { HEAD_KINDS } from "../../src/cache/head-types.ts";
 import type { CacheOptions, CacheOptionsInput } from "../../src/cache/options.ts";

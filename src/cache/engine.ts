@@ -1,10 +1,10 @@
 /**
  * The early-exit engine. Takes a micro-batch of frames and runs it from open
  * exit to open exit (the segments in between fused into one onnxruntime
- * session, see model/spans.ts); at each open exit the head answers for frames
- * it is confident about, which leave the batch, and the rest continue. Frames that reach the
- * end are answered by the backbone and become training or calibration
- * examples for the heads.
+ * session, see model/spans.ts; where to cut, span-layout.ts); at each open
+ * exit the head answers for frames it is confident about, which leave the
+ * batch, and the rest continue. Frames that reach the end are answered by the
+ * backbone and become training or calibration examples for the heads.
  *
  * No Kafka, no Redis: the engine sees a snapshot of heads and decisions and
  * hands what it learns to a `CacheObserver` (the trainer).
@@ -18,9 +18,10 @@ import type { CacheSnapshot } from "./state.ts";
 import type { ShadowAudit } from "./audit.ts";
 import { argmax } from "./head-math.ts";
 import type { KernelPool } from "./head-kernel.ts";
-import { parameterFeeds, predictTail } from "./head-kernel.ts";
-import type { ExitHead } from "./head-types.ts";
-import type { ExitDecision } from "./planner.ts";
+import type { EngineProfile } from "./engine-profile.ts";
+import { emptyProfile, tally, tallyIn } from "./engine-profile.ts";
+import { SpanLayouts } from "./span-layout.ts";
+import { STRICT, exitThreshold } from "./strictness.ts";
 
 /**
  * Below this many multiply-accumulates per call a head answers in TypeScript:
@@ -32,33 +33,6 @@ import type { ExitDecision } from "./planner.ts";
 const KERNEL_MIN_MACS = 50_000;
 
 export const BACKBONE_EXIT = -1;
-
-/**
- * Per-frame strictness (SLO mode, docs/slo.md): 1 answers at the thresholds
- * proven for the target agreement, 0 at those proven for the floor, values
- * in between at thresholds in between. A frame that must not answer early at
- * all (its own minimum agreement is above what the thresholds prove) gets
- * NO_EARLY_EXIT.
- */
-export const STRICT = 1;
-export const NO_EARLY_EXIT = 2;
-
-/**
- * The confidence a frame of strictness `s` needs at an exit: the target's
- * threshold at s = 1, the floor's at s = 0, linear in between. An exit the
- * floor opens but the target does not moves from 1 (no confidence is above
- * it in practice) down to the floor's threshold; one the target opens but the
- * floor does not keeps the target's threshold.
- */
-export function exitThreshold(decision: ExitDecision, s: number): number | null {
-  if (s > STRICT) return null;
-  const strict = decision.open ? decision.threshold : null;
-  const floor = decision.floorThreshold ?? null;
-  if (floor === null || s >= STRICT) return strict;
-  const upper = strict ?? 1;
-  const lower = Math.min(floor, upper);
-  return lower + s * (upper - lower);
-}
 
 /**
  * The checks of a batch handed to the cache: `frameSize` floats per frame,
@@ -160,51 +134,15 @@ export interface EngineOptions {
   prepareSpans?: boolean;
 }
 
-/** One kind of step the engine takes: onnxruntime calls or passes, frames through them, time. */
-export interface StepTotals {
-  calls: number;
-  frames: number;
-  ms: number;
-}
-
-/** Where the engine's compute time went since it started (`npm run bench` prints it). */
-export interface EngineProfile {
-  /** Per span run, keyed "first-last" (segments). */
-  spans: Map<string, StepTotals>;
-  /** Per exit whose head was evaluated. */
-  heads: Map<number, StepTotals>;
-  /** Copying the staying frames' activations after an exit. */
-  compaction: StepTotals;
-}
-
-function tally(totals: StepTotals, frames: number, ms: number): void {
-  totals.calls++;
-  totals.frames += frames;
-  totals.ms += ms;
-}
-
-function tallyIn<K>(map: Map<K, StepTotals>, key: K, frames: number, ms: number): void {
-  let totals = map.get(key);
-  if (!totals) map.set(key, (totals = { calls: 0, frames: 0, ms: 0 }));
-  tally(totals, frames, ms);
-}
-
 export class CacheEngine {
-  readonly profile: EngineProfile = {
-    spans: new Map(),
-    heads: new Map(),
-    compaction: { calls: 0, frames: 0, ms: 0 },
-  };
+  readonly profile: EngineProfile = emptyProfile();
   private snapshot: CacheSnapshot;
   private readonly rng: SeededRandom;
   private readonly segmentMacs: number[];
   private readonly classes: number;
   private readonly frameSize: number;
   private probs = new Float32Array(0);
-  /** The spans of each snapshot seen, strict and lenient, worked out once (a snapshot does not change). */
-  private readonly layouts = new WeakMap<CacheSnapshot, SpanRange[][]>();
-  /** The tail inputs of each head fused into a span, made once (a snapshot's heads do not change). */
-  private readonly tailFeeds = new WeakMap<ExitHead, ReturnType<typeof parameterFeeds>>();
+  private readonly layouts: SpanLayouts;
   /** The span sessions of the snapshot held, being built (see `prepared`). */
   private preparing: Promise<void>;
 
@@ -220,12 +158,13 @@ export class CacheEngine {
     this.segmentMacs = backbone.manifest.segments.map((s) => s.macs);
     this.classes = backbone.manifest.classes.length;
     this.frameSize = elements(backbone.manifest.input.shape);
+    this.layouts = new SpanLayouts(backbone.manifest, options);
     this.preparing = this.prepare(snapshot);
   }
 
   private prepare(snapshot: CacheSnapshot): Promise<void> {
     if (this.options.prepareSpans === false) return Promise.resolve();
-    return this.backbone.prepareSpans(this.ranges(snapshot));
+    return this.backbone.prepareSpans(this.layouts.ranges(snapshot));
   }
 
   /**
@@ -253,69 +192,6 @@ export class CacheEngine {
     if (snapshot.version <= this.snapshot.version) return;
     this.snapshot = snapshot;
     this.preparing = this.prepare(snapshot);
-  }
-
-  /**
-   * The backbone cut at the open exits only: one fused span from each open
-   * exit to the next, so a closed exit costs no extra onnxruntime call.
-   * `lenient` (some frame below strict, SLO mode) also cuts at the exits only
-   * the floor opens.
-   */
-  private ranges(snap: CacheSnapshot, lenient = false): SpanRange[] {
-    let layouts = this.layouts.get(snap);
-    if (!layouts) {
-      layouts = [];
-      this.layouts.set(snap, layouts);
-    }
-    const key = lenient ? 1 : 0;
-    return (layouts[key] ??= this.cut(snap, lenient));
-  }
-
-  private cut(snap: CacheSnapshot, lenient: boolean): SpanRange[] {
-    const { exits } = this.backbone.manifest;
-    const open = this.options.cacheEnabled
-      ? snap.decisions
-          .filter((d) => exitThreshold(d, lenient ? 0 : STRICT) !== null && snap.heads[d.exit])
-          .map((d) => d.exit)
-          .sort((a, b) => exits[a]!.afterSegment - exits[b]!.afterSegment)
-      : [];
-    const ranges: SpanRange[] = [];
-    let first = 0;
-    for (const exit of open) {
-      const last = exits[exit]!.afterSegment;
-      ranges.push({
-        first,
-        last,
-        tail: this.fusedHead(snap, exit) ? predictTail(snap.heads[exit]!.shape) : undefined,
-      });
-      first = last + 1;
-    }
-    ranges.push({ first, last: this.backbone.segmentCount - 1 });
-    return ranges;
-  }
-
-  /** A fused head's tail inputs (head-kernel.ts `parameterFeeds`). */
-  private feedsOf(head: ExitHead): ReturnType<typeof parameterFeeds> {
-    let feeds = this.tailFeeds.get(head);
-    if (!feeds) {
-      // Copies: the head's own kernel input is scratch that its next kernel call refills.
-      const { shape, params, mean, scale } = head.kernelInput!();
-      feeds = parameterFeeds({ shape, params: params.slice(), mean: mean.slice(), scale: scale.slice() });
-      this.tailFeeds.set(head, feeds);
-    }
-    return feeds;
-  }
-
-  /**
-   * The head at an open exit whose predict graph runs inside the span that
-   * ends there (spans.ts, head-kernel.ts): one onnxruntime call fewer per
-   * open exit a batch reaches, which at batch 1 costs about as much as the
-   * head's arithmetic. Heads without one graph (a memory, the ensemble), and
-   * every head of an engine without kernels, answer on their own.
-   */
-  private fusedHead(snap: CacheSnapshot, exit: number): ExitHead | undefined {
-    const head = snap.heads[exit];
-    return this.options.kernels && head?.kernelInput ? head : undefined;
   }
 
   private spanMacs(range: SpanRange): number {
@@ -366,11 +242,11 @@ export class CacheEngine {
     // Exits only the floor opens are cut only when some frame may use them.
     const lenient = strictness !== undefined && strictness.some((s) => s < STRICT);
 
-    for (const range of this.ranges(snap, lenient)) {
+    for (const range of this.layouts.ranges(snap, lenient)) {
       const t0 = performance.now();
-      // Ranges have a tail only where the head at their exit is fused (see `cut`).
+      // Ranges have a tail only where the head at their exit is fused (span-layout.ts).
       const exit = this.backbone.exitAfterSegment(range.last);
-      const feeds = range.tail ? this.feedsOf(snap.heads[exit]!) : undefined;
+      const feeds = range.tail ? this.layouts.feedsOf(snap.heads[exit]!) : undefined;
       const result = await this.backbone.runSpan(range, x, active.length, feeds);
       const spanMs = performance.now() - t0;
       this.charge(out, active, spanMs, this.spanMacs(range));
@@ -399,24 +275,36 @@ export class CacheEngine {
       );
       if (leaving && leaving.size > 0) {
         this.teach(exit, leaving, kept);
-        const t1 = performance.now();
-        const rowSize = result.activation!.length / active.length;
-        const staying = active.map((f, row) => [f, row] as const).filter(([f]) => !leaving.has(f));
-        const next = new Float32Array(staying.length * rowSize);
-        staying.forEach(([, row], i) =>
-          next.set(result.activation!.subarray(row * rowSize, (row + 1) * rowSize), i * rowSize),
-        );
-        const copyMs = performance.now() - t1;
-        this.charge(out, active, copyMs, 0);
-        tally(this.profile.compaction, active.length, copyMs);
-        active = staying.map(([f]) => f);
-        x = next;
+        ({ active, x } = this.compact(out, active, result.activation!, leaving));
       } else {
         x = result.activation!;
       }
       if (active.length === 0) break;
     }
     return out;
+  }
+
+  /**
+   * The batch without the frames leaving at an exit: their activation rows
+   * dropped, the others' kept in order. Charged to every frame that was there.
+   */
+  private compact(
+    out: FrameOutcome[],
+    active: number[],
+    activation: Float32Array,
+    leaving: Set<number>,
+  ): { active: number[]; x: Float32Array } {
+    const t0 = performance.now();
+    const rowSize = activation.length / active.length;
+    const staying = active.map((f, row) => [f, row] as const).filter(([f]) => !leaving.has(f));
+    const next = new Float32Array(staying.length * rowSize);
+    staying.forEach(([, row], i) =>
+      next.set(activation.subarray(row * rowSize, (row + 1) * rowSize), i * rowSize),
+    );
+    const copyMs = performance.now() - t0;
+    this.charge(out, active, copyMs, 0);
+    tally(this.profile.compaction, active.length, copyMs);
+    return { active: staying.map(([f]) => f), x: next };
   }
 
   /**

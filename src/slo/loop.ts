@@ -8,7 +8,7 @@
  * Without an objective the controller stays out and every frame is strict,
  * but the hints are still honoured.
  */
-import { NO_EARLY_EXIT } from "../cache/engine.ts";
+import { NO_EARLY_EXIT } from "../cache/strictness.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import { LatencyHistogram } from "../tools/latency-histogram.ts";
 import type { Agreements, ControlStep, FrameHints, SloControllerInput } from "./controller.ts";

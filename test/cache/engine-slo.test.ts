@@ -7,7 +7,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ShadowAudit } from "../../src/cache/audit.ts";
 import type { CacheObserver } from "../../src/cache/engine.ts";
-import { BACKBONE_EXIT, CacheEngine, NO_EARLY_EXIT, exitThreshold } from "../../src/cache/engine.ts";
+import { BACKBONE_EXIT, CacheEngine } from "../../src/cache/engine.ts";
+import { NO_EARLY_EXIT, exitThreshold } from "../../src/cache/strictness.ts";
 import type { ExitHead } from "../../src/cache/heads.ts";
 import type { ExitDecision } from "../../src/cache/planner.ts";
 import type { CacheSnapshot } from "../../src/cache/state.ts";

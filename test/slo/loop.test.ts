@@ -4,7 +4,7 @@
  * ticked by hand (the test is about the loop's bookkeeping, not Kafka).
  */
 import { describe, expect, it } from "vitest";
-import { NO_EARLY_EXIT } from "../../src/cache/engine.ts";
+import { NO_EARLY_EXIT } from "../../src/cache/strictness.ts";
 import { SloLoop } from "../../src/slo/loop.ts";
 import { createLogger } from "../../src/telemetry/logger.ts";
 
