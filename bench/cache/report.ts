@@ -169,23 +169,30 @@ function macsThroughExit(model: SegmentedBackbone): number[] {
   );
 }
 
+/** Every frame of the stream, in order: the oracles' default set. */
+function allFrames(backboneLabels: readonly number[]): number[] {
+  return Array.from({ length: backboneLabels.length }, (_, f) => f);
+}
+
 /**
  * Oracle: every frame leaves at the first exit whose final head agrees with
  * the backbone, paying for every head on the way. The best any thresholding
- * of these heads could do; percent of the MACs saved.
+ * of these heads could do; percent of the MACs saved over `frames` (default:
+ * the whole stream; the held-out frames are those no head trained on).
  */
 export function firstAgreeingOracle(
   model: SegmentedBackbone,
   cache: OnlineCache,
   answers: HeadAnswers,
   backboneLabels: number[],
+  frames: readonly number[] = allFrames(backboneLabels),
 ): number {
   const heads = cache.engine.current.heads;
   const full = model.manifest.full.macs;
   const through = macsThroughExit(model);
-  const count = backboneLabels.length;
+  const count = frames.length;
   let spent = 0;
-  for (let f = 0; f < count; f++) {
+  for (const f of frames) {
     let cost = full;
     for (let e = 0; e < heads.length; e++) {
       if (!heads[e]) continue;
@@ -202,18 +209,23 @@ export function firstAgreeingOracle(
 
 /** The thresholds oracle's figures (`thresholdsOracle`). */
 export interface ThresholdsOracle {
+  /** Frames the thresholds were set on and the figures are over. */
+  frames: number;
   macsSavedPct: number;
-  /** Per exit, the threshold (null: closed) and the share of the stream it answers. */
+  /** Per exit, the threshold (null: closed) and the share of those frames it answers. */
   exits: { exit: number; threshold: number | null; share: number }[];
 }
 
 /**
- * Oracle: each exit's threshold set on the stream itself, in order, at the
- * lowest confidence at which the frames still there agree with the backbone
- * at least `targetAgreement` often (measured, no bound), the exit open where
- * that saves more than its head and `exitOverheadMacs` cost, as the planner
- * decides. What calibration could reach with these heads if it knew every
- * frame's answer: above it, the gap is evidence and warm-up; below it, the heads.
+ * Oracle: each exit's threshold set on `frames` themselves (default: the
+ * whole stream), in order, at the lowest confidence at which the frames still
+ * there agree with the backbone at least `targetAgreement` often (measured,
+ * no bound), the exit open where that saves more than its head and
+ * `exitOverheadMacs` cost, as the planner decides. What calibration could
+ * reach with these heads if it knew every frame's answer: above it, the gap is
+ * evidence and warm-up; below it, the heads. On the whole stream it flatters
+ * the heads, which learned from many of its frames and know them better than
+ * new ones; on the held-out frames, which no head learned from, it does not.
  */
 export function thresholdsOracle(
   model: SegmentedBackbone,
@@ -221,12 +233,13 @@ export function thresholdsOracle(
   answers: HeadAnswers,
   backboneLabels: number[],
   { targetAgreement, exitOverheadMacs }: Pick<CacheOptions, "targetAgreement" | "exitOverheadMacs">,
+  frames: readonly number[] = allFrames(backboneLabels),
 ): ThresholdsOracle {
   const heads = cache.engine.current.heads;
   const full = model.manifest.full.macs;
   const through = macsThroughExit(model);
-  const count = backboneLabels.length;
-  let staying = Array.from({ length: count }, (_, f) => f);
+  const count = frames.length;
+  let staying = [...frames];
   let spent = 0;
   let headsSoFar = 0;
   const exits: ThresholdsOracle["exits"] = [];
@@ -260,28 +273,31 @@ export function thresholdsOracle(
     exits.push({ exit: e, threshold: confidence[order[taken - 1]!]!, share: taken / count });
   }
   spent += staying.length * (full + headsSoFar);
-  return { macsSavedPct: 100 * (1 - spent / (count * full)), exits };
+  return { frames: count, macsSavedPct: 100 * (1 - spent / (count * full)), exits };
 }
 
 /** What exit 0's calibration proves from a given number of held-out frames (`evidenceCurve`). */
 export interface EvidencePoint {
-  /** Held-out frames drawn. */
+  /** Frames drawn to calibrate on. */
   frames: number;
-  /** Mean share of the stream at or above the proven threshold (0 when nothing was proven). */
+  /** Frames of the pool not drawn, on which each proven threshold is judged. */
+  judgedOn: number;
+  /** Mean share of the frames judged on at or above the proven threshold (0 when nothing was proven). */
   coverage: number;
   /** Share of draws that proved no threshold. */
   closed: number;
-  /** Agreement with the backbone of the frames at or above the threshold, over the stream, averaged over the draws that opened. */
+  /** Agreement with the backbone of the judged frames at or above the threshold, averaged over the draws that opened. */
   agreement: number;
 }
 
 /**
  * How much more evidence would buy: exit 0's calibration (calibrateExit, as
- * the trainer runs it) on `draws` random sets of n frames of the stream,
- * scored by its final head, for each n in `sizes`; each proven threshold
- * then applied to the whole stream. The head learned from a fifth or so of
- * these frames, so its confidence on them is somewhat kinder than on new
- * ones: compare the sizes with each other, not with the live cache.
+ * the trainer runs it) on `draws` random sets of n frames of `pool`, scored by
+ * its final head, for each n in `sizes` smaller than the pool; each proven
+ * threshold is then judged on the pool's other frames. With the held-out
+ * frames as the pool, no frame it calibrates on or judges on was learned from:
+ * drawn from the whole stream, the head would know many of them better than
+ * new ones (the bench, "final heads" line).
  */
 export function evidenceCurve(
   answers: HeadAnswers,
@@ -290,15 +306,16 @@ export function evidenceCurve(
   sizes: readonly number[],
   draws: number,
   seed: number,
+  pool: readonly number[] = allFrames(backboneLabels),
 ): EvidencePoint[] {
   const confidence = answers.confidence[0];
   const labels = answers.labels[0];
   if (!confidence || !labels) return [];
-  const count = backboneLabels.length;
+  const count = pool.length;
   const rng = new SeededRandom(seed);
-  const pool = Array.from({ length: count }, (_, f) => f);
+  const order = [...pool];
   return sizes
-    .filter((n) => n <= count)
+    .filter((n) => n < count)
     .map((n) => {
       const scores: ExitScores = { confidence: new Float32Array(n), label: new Int32Array(n) };
       const truth = new Int32Array(n);
@@ -307,11 +324,11 @@ export function evidenceCurve(
       let closed = 0;
       let agreement = 0;
       for (let d = 0; d < draws; d++) {
-        // A partial Fisher-Yates shuffle: the first n of the pool are the draw.
+        // A partial Fisher-Yates shuffle: the first n of the pool are the draw, the rest are judged.
         for (let i = 0; i < n; i++) {
           const j = i + Math.floor(rng.uniform() * (count - i));
-          [pool[i], pool[j]] = [pool[j]!, pool[i]!];
-          const f = pool[i]!;
+          [order[i], order[j]] = [order[j]!, order[i]!];
+          const f = order[i]!;
           scores.confidence[i] = confidence[f]!;
           scores.label[i] = labels[f]!;
           truth[i] = backboneLabels[f]!;
@@ -323,20 +340,64 @@ export function evidenceCurve(
         }
         let above = 0;
         let agreed = 0;
-        for (let f = 0; f < count; f++) {
+        for (let i = n; i < count; i++) {
+          const f = order[i]!;
           if (confidence[f]! < threshold) continue;
           above++;
           if (labels[f] === backboneLabels[f]) agreed++;
         }
-        covered += above / count;
+        covered += above / (count - n);
         agreement += above > 0 ? agreed / above : 1;
       }
       const opened = draws - closed;
       return {
         frames: n,
+        judgedOn: count - n,
         coverage: covered / draws,
         closed: closed / draws,
         agreement: opened > 0 ? agreement / opened : 1,
       };
     });
+}
+
+/** How often exit 0's final head disagrees with the backbone above a confidence, on one set of frames. */
+export interface Disagreement {
+  frames: number;
+  /** Of those, at or above the confidence. */
+  above: number;
+  /** Share of `above` whose label is not the backbone's. */
+  disagreement: number;
+}
+
+/**
+ * Exit 0's final head, at or above `confidence`, on the frames it learned
+ * from and on the held-out frames (never learned from): how much better it
+ * knows the first. It learned from every frame that ran the whole backbone
+ * and was not held out (audited ones included), and from the frames a later
+ * exit answered (`teachEarlierExits`); not from those exit 0 answered.
+ */
+export function finalHeadFamiliarity(
+  cached: ArmResult,
+  answers: HeadAnswers,
+  backboneLabels: readonly number[],
+  confidence: number,
+): { confidence: number; learnedFrom: Disagreement; heldOut: Disagreement } | undefined {
+  const conf = answers.confidence[0];
+  const labels = answers.labels[0];
+  if (!conf || !labels) return undefined;
+  const over = (frames: number[]): Disagreement => {
+    const above = frames.filter((f) => conf[f]! >= confidence);
+    const wrong = above.filter((f) => labels[f] !== backboneLabels[f]).length;
+    return {
+      frames: frames.length,
+      above: above.length,
+      disagreement: above.length ? wrong / above.length : 0,
+    };
+  };
+  const pick = (keep: (f: FrameRecord) => boolean) => cached.frames.flatMap((f, i) => (keep(f) ? [i] : []));
+  return {
+    confidence,
+    learnedFrom: over(pick((f) => !f.heldOut && f.exit !== 0)),
+    heldOut: over(pick((f) => f.heldOut)),
+  };
 }

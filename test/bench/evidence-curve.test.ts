@@ -1,7 +1,7 @@
 /**
  * The cache bench's evidence curve (bench/cache/report.ts) on hand-made head
- * answers: it calibrates exit 0 on draws of the stream and applies each
- * proven threshold to the whole stream.
+ * answers: it calibrates exit 0 on draws from a pool of frames and judges
+ * each proven threshold on the pool's frames it did not draw.
  */
 import { describe, expect, it } from "vitest";
 import type { HeadAnswers } from "../../bench/cache/report.ts";
@@ -28,10 +28,14 @@ function stream(count: number, wrong: (f: number) => boolean) {
 }
 
 describe("evidenceCurve", () => {
-  it("proves more of a head that is always right as the held-out set grows, and never closes it", () => {
+  it("proves more of a head that is always right as the draw grows, and never closes it", () => {
     const { answers, backbone } = stream(6000, () => false);
     const curve = evidenceCurve(answers, backbone, target, [500, 2000, 5000], 20, 1);
-    expect(curve.map((p) => p.frames)).toEqual([500, 2000, 5000]);
+    expect(curve.map((p) => [p.frames, p.judgedOn])).toEqual([
+      [500, 5500],
+      [2000, 4000],
+      [5000, 1000],
+    ]);
     for (const p of curve) {
       expect(p.closed).toBe(0);
       expect(p.agreement).toBe(1);
@@ -43,31 +47,40 @@ describe("evidenceCurve", () => {
   });
 
   it("closes exit 0 in every draw whose most confident frames hold a disagreement", () => {
-    // Every draw is the whole stream, and its most confident frame disagrees.
-    const { answers, backbone } = stream(1000, (f) => f === 0);
-    const [point] = evidenceCurve(answers, backbone, target, [1000], 5, 1);
-    expect(point).toEqual({ frames: 1000, coverage: 0, closed: 1, agreement: 1 });
+    // The 100 most confident frames all disagree: any draw of 900 of 1,000 holds some of them.
+    const { answers, backbone } = stream(1000, (f) => f < 100);
+    const [point] = evidenceCurve(answers, backbone, target, [900], 5, 1);
+    expect(point).toEqual({ frames: 900, judgedOn: 100, coverage: 0, closed: 1, agreement: 1 });
   });
 
-  it("applies the proven threshold to the whole stream, disagreements below it included", () => {
+  it("judges the proven threshold on the frames it did not draw, disagreements below it included", () => {
     // One frame in fifty disagrees, all in the less confident half.
-    const { answers, backbone } = stream(4000, (f) => f >= 2000 && f % 50 === 0);
-    const [point] = evidenceCurve(answers, backbone, target, [4000], 1, 1);
+    const wrong = (f: number) => f >= 2000 && f % 50 === 0;
+    const { answers, backbone } = stream(4000, wrong);
+    const [point] = evidenceCurve(answers, backbone, target, [3000], 50, 1);
     expect(point!.closed).toBe(0);
+    expect(point!.judgedOn).toBe(1000);
     expect(point!.coverage).toBeGreaterThanOrEqual(0.5);
     expect(point!.coverage).toBeLessThan(1);
-    // The agreement it reports is the stream's above that threshold.
-    const above = Math.round(point!.coverage * 4000);
-    const wrongAbove = Array.from({ length: above }, (_, f) => f >= 2000 && f % 50 === 0).filter(
-      Boolean,
-    ).length;
-    expect(point!.agreement).toBeCloseTo(1 - wrongAbove / above, 9);
+    // Above a threshold in the less confident half some judged frames disagree, never more than 1 in 50.
+    expect(point!.agreement).toBeLessThan(1);
+    expect(point!.agreement).toBeGreaterThanOrEqual(0.98);
   });
 
-  it("skips sizes larger than the stream and repeats for a seed", () => {
+  it("draws only from the pool it is given", () => {
+    // Outside the pool every answer disagrees; inside, none does.
+    const pool = Array.from({ length: 2000 }, (_, i) => 2 * i);
+    const { answers, backbone } = stream(4000, (f) => f % 2 === 1);
+    const [point] = evidenceCurve(answers, backbone, target, [1000], 20, 1, pool);
+    expect(point!.judgedOn).toBe(1000);
+    expect(point!.closed).toBe(0);
+    expect(point!.agreement).toBe(1);
+  });
+
+  it("skips sizes that leave no frame to judge on and repeats for a seed", () => {
     const { answers, backbone } = stream(3000, (f) => f % 97 === 5);
-    const a = evidenceCurve(answers, backbone, target, [1000, 5000], 10, 3);
-    const b = evidenceCurve(answers, backbone, target, [1000, 5000], 10, 3);
+    const a = evidenceCurve(answers, backbone, target, [1000, 3000, 5000], 10, 3);
+    const b = evidenceCurve(answers, backbone, target, [1000, 3000, 5000], 10, 3);
     expect(a.map((p) => p.frames)).toEqual([1000]);
     expect(b).toEqual(a);
   });
