@@ -10,10 +10,10 @@ import type { CacheObserver } from "../../src/cache/engine.ts";
 import { BACKBONE_EXIT, CacheEngine } from "../../src/cache/engine.ts";
 import { NO_EARLY_EXIT, exitThreshold } from "../../src/cache/strictness.ts";
 import type { ExitHead } from "../../src/cache/heads.ts";
-import type { ExitDecision } from "../../src/cache/planner.ts";
 import type { CacheSnapshot } from "../../src/cache/state.ts";
 import { SegmentedBackbone } from "../../src/model/backbone.ts";
 import { MODEL_DIR, firstTestBatch } from "../helpers/model.ts";
+import { decision } from "../helpers/decisions.ts";
 
 /**
  * A stand-in head (the test is about routing, not learning): label 3, with
@@ -40,18 +40,6 @@ function parityHead(high: number, low: number, classes: number, inputSize: numbe
     toBytes: () => new Uint8Array(0),
   };
 }
-
-const decision = (exit: number, threshold: number | null, floorThreshold: number | null): ExitDecision => ({
-  exit,
-  open: threshold !== null,
-  threshold,
-  floorThreshold,
-  reason: "test",
-  coverage: 0,
-  savedMacs: 0,
-  costMacs: 0,
-  calibration: null,
-});
 
 const sink: CacheObserver = { onBackboneFrame() {}, onEarlyExit() {} };
 

@@ -8,31 +8,15 @@ import { describe, expect, it } from "vitest";
 import { createHead } from "../../src/cache/heads.ts";
 import { KernelPool } from "../../src/cache/head-kernel.ts";
 import type { ExitHead } from "../../src/cache/heads.ts";
-import type { ExitDecision } from "../../src/cache/planner.ts";
 import { SeededRandom } from "../../src/cache/random.ts";
 import { SpanLayouts } from "../../src/cache/span-layout.ts";
 import type { CacheSnapshot } from "../../src/cache/state.ts";
 import { loadManifest } from "../../src/model/manifest.ts";
 import { MODEL_DIR } from "../helpers/model.ts";
+import { decision } from "../helpers/decisions.ts";
 
 const manifest = loadManifest(MODEL_DIR);
 const last = manifest.segments.length - 1;
-
-const decision = (
-  exit: number,
-  threshold: number | null,
-  floorThreshold: number | null = null,
-): ExitDecision => ({
-  exit,
-  open: threshold !== null,
-  threshold,
-  floorThreshold,
-  reason: "test",
-  coverage: 0,
-  savedMacs: 0,
-  costMacs: 0,
-  calibration: null,
-});
 
 function heads(kind: "mlp" | "knn"): ExitHead[] {
   const random = new SeededRandom(7);
