@@ -171,9 +171,15 @@ async function main(): Promise<void> {
   // The frames no head learned from: what the final heads would do on new frames.
   const heldOut = cached.frames.flatMap((f, i) => (f.heldOut ? [i] : []));
   const oracle = firstAgreeingOracle(model, cached.cache!, answers, baseLabels);
-  const oracleHeldOut = firstAgreeingOracle(model, cached.cache!, answers, baseLabels, heldOut);
+  // Absent when nothing was held out (calibrationRate and warmupCalibrationRate set to 0).
+  const anyHeldOut = heldOut.length > 0;
+  const oracleHeldOut = anyHeldOut
+    ? firstAgreeingOracle(model, cached.cache!, answers, baseLabels, heldOut)
+    : undefined;
   const thresholds = {
-    heldOut: thresholdsOracle(model, cached.cache!, answers, baseLabels, options, heldOut),
+    heldOut: anyHeldOut
+      ? thresholdsOracle(model, cached.cache!, answers, baseLabels, options, heldOut)
+      : undefined,
     wholeStream: thresholdsOracle(model, cached.cache!, answers, baseLabels, options),
   };
   const familiarity = finalHeadFamiliarity(cached, answers, baseLabels, FAMILIARITY_CONFIDENCE);
@@ -287,30 +293,34 @@ async function main(): Promise<void> {
   );
   log("");
   log(
-    `first exit open at frame ${firstExit}; oracle MACs saved ${pct(oracle)} over the stream, ${pct(oracleHeldOut)} over the ${heldOut.length} held-out frames (no head learned from them)`,
+    `first exit open at frame ${firstExit}; oracle MACs saved ${pct(oracle)} over the stream${oracleHeldOut === undefined ? "" : `, ${pct(oracleHeldOut)} over the ${heldOut.length} held-out frames (no head learned from them)`}`,
   );
   const oracleLine = (o: ThresholdsOracle) =>
     `MACs saved ${pct(o.macsSavedPct)}; ${o.exits
       .filter((x) => x.threshold !== null)
       .map((x) => `exit ${x.exit} at ${x.threshold!.toFixed(3)} answers ${pct(100 * x.share)}`)
       .join(", ")}`;
+  if (thresholds.heldOut) {
+    log(
+      `final heads, thresholds set on the held-out frames themselves (agreement ${options.targetAgreement}, no bound): ${oracleLine(thresholds.heldOut)}`,
+    );
+  }
   log(
-    `final heads, thresholds set on the held-out frames themselves (agreement ${options.targetAgreement}, no bound): ${oracleLine(thresholds.heldOut)}`,
-  );
-  log(
-    `  the same on the whole stream, frames the heads learned from included (flattering): ${oracleLine(thresholds.wholeStream)}`,
+    `final heads, thresholds set on the whole stream, frames the heads learned from included (flattering): ${oracleLine(thresholds.wholeStream)}`,
   );
   log(
     `MACs saved by ${MACS_WINDOW.toLocaleString("en")}-frame window: ${windows.map((w) => w.toFixed(1)).join(", ")} (%)`,
   );
-  log(
-    `exit 0 calibrated by its final head on n held-out frames (${EVIDENCE_DRAWS} draws each), share of the other held-out frames answered: ${evidence
-      .map(
-        (p) =>
-          `${p.frames}: ${pct(100 * p.coverage)}${p.closed > 0 ? ` (closed in ${pct(100 * p.closed)})` : ""}`,
-      )
-      .join(", ")}`,
-  );
+  if (evidence.length > 0) {
+    log(
+      `exit 0 calibrated by its final head on n held-out frames (${EVIDENCE_DRAWS} draws each), share of the other held-out frames answered: ${evidence
+        .map(
+          (p) =>
+            `${p.frames}: ${pct(100 * p.coverage)}${p.closed > 0 ? ` (closed in ${pct(100 * p.closed)})` : ""}`,
+        )
+        .join(", ")}`,
+    );
+  }
   if (familiarity) {
     const side = (d: Disagreement) => `${pct(100 * d.disagreement)} of ${d.above} (of ${d.frames})`;
     log(
