@@ -182,7 +182,7 @@ async function main(): Promise<void> {
       : undefined,
     wholeStream: thresholdsOracle(model, cached.cache!, answers, baseLabels, options),
   };
-  const familiarity = finalHeadFamiliarity(cached, answers, baseLabels, FAMILIARITY_CONFIDENCE);
+  const familiarity = finalHeadFamiliarity(cached, answers, baseLabels, FAMILIARITY_CONFIDENCE, heldOut);
   const evidence = evidenceCurve(answers, baseLabels, options, EVIDENCE_SIZES, EVIDENCE_DRAWS, seed, heldOut);
   const windows = macsSavedByWindow(cached, model.manifest.full.macs, MACS_WINDOW);
   const latencyWindows = latencySavedByWindow(base, cached, MACS_WINDOW);

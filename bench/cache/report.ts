@@ -371,7 +371,7 @@ export interface Disagreement {
 
 /**
  * Exit 0's final head, at or above `confidence`, on the frames it learned
- * from and on the held-out frames (never learned from): how much better it
+ * from and on the held-out frames `heldOut` (never learned from): how much better it
  * knows the first. It learned from every frame that ran the whole backbone
  * and was not held out (audited ones included), and from the frames a later
  * exit answered (`teachEarlierExits`); not from those exit 0 answered.
@@ -381,11 +381,12 @@ export function finalHeadFamiliarity(
   answers: HeadAnswers,
   backboneLabels: readonly number[],
   confidence: number,
+  heldOut: readonly number[],
 ): { confidence: number; learnedFrom: Disagreement; heldOut: Disagreement } | undefined {
   const conf = answers.confidence[0];
   const labels = answers.labels[0];
   if (!conf || !labels) return undefined;
-  const over = (frames: number[]): Disagreement => {
+  const over = (frames: readonly number[]): Disagreement => {
     const above = frames.filter((f) => conf[f]! >= confidence);
     const wrong = above.filter((f) => labels[f] !== backboneLabels[f]).length;
     return {
@@ -394,10 +395,9 @@ export function finalHeadFamiliarity(
       disagreement: above.length ? wrong / above.length : 0,
     };
   };
-  const pick = (keep: (f: FrameRecord) => boolean) => cached.frames.flatMap((f, i) => (keep(f) ? [i] : []));
   return {
     confidence,
-    learnedFrom: over(pick((f) => !f.heldOut && f.exit !== 0)),
-    heldOut: over(pick((f) => f.heldOut)),
+    learnedFrom: over(cached.frames.flatMap((f, i) => (!f.heldOut && f.exit !== 0 ? [i] : []))),
+    heldOut: over(heldOut),
   };
 }
