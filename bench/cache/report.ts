@@ -190,7 +190,7 @@ export function firstAgreeingOracle(
   const heads = cache.engine.current.heads;
   const full = model.manifest.full.macs;
   const through = macsThroughExit(model);
-  const count = frames.length;
+  const count = nonEmpty(frames, "firstAgreeingOracle");
   let spent = 0;
   for (const f of frames) {
     let cost = full;
@@ -238,7 +238,7 @@ export function thresholdsOracle(
   const heads = cache.engine.current.heads;
   const full = model.manifest.full.macs;
   const through = macsThroughExit(model);
-  const count = frames.length;
+  const count = nonEmpty(frames, "thresholdsOracle");
   let staying = [...frames];
   let spent = 0;
   let headsSoFar = 0;
@@ -400,4 +400,10 @@ export function finalHeadFamiliarity(
     learnedFrom: over(cached.frames.flatMap((f, i) => (!f.heldOut && f.exit !== 0 ? [i] : []))),
     heldOut: over(heldOut),
   };
+}
+
+/** The number of frames an oracle is over; none is a caller's mistake, not 0% or NaN. */
+function nonEmpty(frames: readonly number[], oracle: string): number {
+  if (frames.length === 0) throw new Error(`${oracle}: no frames to set thresholds on or judge`);
+  return frames.length;
 }
