@@ -20,8 +20,11 @@ export interface SeedFigures {
   /** The thresholds oracle on the held-out frames; absent when nothing was held out. */
   heldOutOracleMacsSavedPct?: number;
   throughputRatio: number;
-  /** Drift alarms the shadow audit raised: each closes every exit and drops the evidence. */
-  driftAlarms: number;
+  /**
+   * Drift alarms the shadow audit raised: each closes every exit and drops
+   * the evidence. Absent in reports made before it was recorded.
+   */
+  driftAlarms?: number;
 }
 
 /** The figures bench:seeds reads from one bench run's JSON, checked. */
@@ -56,6 +59,20 @@ export function seedFigures(seed: number, json: unknown): SeedFigures {
     throughputRatio: num(r.throughput?.ratio, "throughput.ratio"),
     driftAlarms: num(r.trainer?.driftAlarms, "trainer.driftAlarms"),
   };
+}
+
+/** One seed's figures as an earlier `bench:seeds --json` report holds them, checked. */
+export function checkedFigures(seed: number, json: unknown): SeedFigures {
+  const r = json as Record<string, unknown>;
+  const out: Record<string, number | undefined> = {};
+  for (const { name } of FIGURES) {
+    const v = r[name];
+    const optional = name === "heldOutOracleMacsSavedPct" || name === "driftAlarms";
+    if (v === undefined && optional) continue;
+    if (typeof v !== "number" || !Number.isFinite(v)) throw new Error(`seed ${seed}: no number at ${name}`);
+    out[name] = v;
+  }
+  return { seed, ...out } as unknown as SeedFigures;
 }
 
 /** "1-5", "1,3,9" or "1-3,7": whole seeds, in order, each once. */

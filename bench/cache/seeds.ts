@@ -1,5 +1,6 @@
 /**
- * npm run bench:seeds -- --seeds 1-8 [--jobs 2] [--vs option=value ...] [--json] [-- <bench options>]
+ * npm run bench:seeds -- --seeds 1-8 [--jobs 2] [--vs option=value ...] [--against FILE] [--json]
+ *                        [-- <bench options>]
  *
  * The cache bench (`npm run bench`, main.ts) once per seed, each run a child
  * process with `--json`, and the figures summarised across seeds: median,
@@ -13,18 +14,34 @@
  * cache options set (B, as `--set` does), and reports B minus A seed by seed:
  * a change is worth keeping when it is ahead on most seeds, not on one.
  *
+ * `--against FILE` compares with the A runs of an earlier `--json` report
+ * instead (its seeds that this run has): MACs, agreement and exits repeat
+ * exactly for a seed, so a change need not run the baseline again, though
+ * latency compares better within one run.
+ *
  * `--jobs 2` runs two benches at once on the 2 cores (A and B of a seed side
  * by side): MACs, agreement and exits do not change, but each run's latency
  * figures (cache arm against backbone arm inside the run) are noisier.
  * Options after `--` go to every bench run (for example `-- --frames 3000`).
  */
 import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Command } from "commander";
 import { z } from "zod";
 import { parseOptions, positiveNumber, wholeNumber } from "../../src/cli/options.ts";
 import type { SeedFigures } from "./seeds-report.ts";
-import { pairedTable, parseSeeds, seedFigures, seedsTable, summarise, targetsMet } from "./seeds-report.ts";
+import {
+  checkedFigures,
+  FIGURES,
+  paired,
+  pairedTable,
+  parseSeeds,
+  seedFigures,
+  seedsTable,
+  summarise,
+  targetsMet,
+} from "./seeds-report.ts";
 
 const MAIN = join(import.meta.dirname, "main.ts");
 const ROOT = join(import.meta.dirname, "..", "..");
@@ -33,6 +50,7 @@ const schema = z.object({
   seeds: z.string().default("1-3"),
   jobs: wholeNumber(1, 8).default(1),
   vs: z.array(z.string()).optional(),
+  against: z.string().optional(),
   json: z.boolean().default(false),
   target: positiveNumber.refine((p) => p < 1, "expected a share below 1").default(0.99),
 });
@@ -41,6 +59,7 @@ const cli = new Command("bench-seeds")
   .option("--seeds <list>", "seeds to run, e.g. 1-8 or 1,3,9 (default 1-3)")
   .option("--jobs <n>", "bench runs at once (default 1)")
   .option("--vs <option=value...>", "also run every seed with these cache options set, and compare")
+  .option("--against <file>", "compare with the A runs of an earlier bench:seeds --json report")
   .option("--target <p>", "target agreement, passed to every run (default 0.99)")
   .option("--json", "print one JSON object")
   .argument("[bench...]", "options for every bench run, after --")
@@ -59,6 +78,9 @@ async function main(): Promise<number> {
     if (benchArgs.includes(banned))
       throw new Error(`bench:seeds sets ${banned} itself; leave it out after --`);
   }
+  if (opt.vs && opt.against)
+    throw new Error("bench:seeds: --vs and --against are two ways to compare; give one");
+  const baseline = opt.against ? readBaseline(opt.against) : undefined;
   const seeds = parseSeeds(opt.seeds);
   const common = [...benchArgs, "--target", String(opt.target)];
   const vsArgs = (opt.vs ?? []).flatMap((pair) => ["--set", pair]);
@@ -104,6 +126,9 @@ async function main(): Promise<number> {
       failed,
       runs: { A: a, B: opt.vs ? b : undefined },
       summary: { A: summarise(a), B: opt.vs ? summarise(b) : undefined },
+      against: opt.against,
+      // B minus A seed by seed: this run's B against its A, or this run against the earlier report's A.
+      compared: opt.vs ? comparison(a, b) : baseline ? comparison(baseline, a) : undefined,
     };
     process.stdout.write(JSON.stringify(report, null, 2) + "\n");
     return failed > 0 ? 1 : 0;
@@ -123,7 +148,32 @@ async function main(): Promise<number> {
     describe(b, `B: ${opt.vs.join(" ")}`);
     out(pairedTable(a, b));
   }
+  if (baseline) {
+    out(`against ${opt.against} (A there, this run B):`);
+    out("");
+    out(pairedTable(baseline, a));
+  }
   return failed > 0 ? 1 : 0;
+}
+
+function comparison(a: SeedFigures[], b: SeedFigures[]) {
+  return Object.fromEntries(FIGURES.map(({ name }) => [name, paired(a, b, name)]));
+}
+
+/** The A runs of an earlier `bench:seeds --json` report, each checked as a bench result is. */
+function readBaseline(file: string): SeedFigures[] {
+  let report: unknown;
+  try {
+    report = JSON.parse(readFileSync(file, "utf8"));
+  } catch (err) {
+    throw new Error(`--against ${file}: not a bench:seeds --json report (${(err as Error).message})`);
+  }
+  const runs = (report as { runs?: { A?: unknown } }).runs?.A;
+  if (!Array.isArray(runs)) throw new Error(`--against ${file}: no runs.A in it`);
+  return runs.map((r: { seed?: unknown }) => {
+    if (typeof r.seed !== "number") throw new Error(`--against ${file}: a run without a seed`);
+    return checkedFigures(r.seed, r);
+  });
 }
 
 /** One `npm run bench -- --json --seed N ...` as a child process; its JSON. */

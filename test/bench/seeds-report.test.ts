@@ -6,6 +6,7 @@
 import { describe, expect, it } from "vitest";
 import type { SeedFigures } from "../../bench/cache/seeds-report.ts";
 import {
+  checkedFigures,
   paired,
   pairedTable,
   parseSeeds,
@@ -75,6 +76,23 @@ describe("seedFigures", () => {
     expect(() => seedFigures(3, { ...json, accuracy: {} })).toThrow(/accuracy\.backbone/);
     expect(() => seedFigures(3, { ...json, trainer: {} })).toThrow(/trainer\.driftAlarms/);
     expect(() => seedFigures(3, "not json")).toThrow(/macsSavedPct/);
+  });
+});
+
+describe("checkedFigures", () => {
+  it("reads back what a bench:seeds --json report holds, older reports without drift alarms included", () => {
+    const r = run(4, 44);
+    expect(checkedFigures(4, JSON.parse(JSON.stringify(r)))).toEqual(r);
+    const { driftAlarms: _, ...older } = r;
+    expect(checkedFigures(4, older)).toEqual(older);
+  });
+
+  it("refuses a run whose figures are missing or not numbers", () => {
+    expect(() => checkedFigures(5, { ...run(5, 40), macsSavedPct: "40" })).toThrow(
+      /seed 5: no number at macsSavedPct/,
+    );
+    const { agreement: _, ...partial } = run(5, 40);
+    expect(() => checkedFigures(5, partial)).toThrow(/agreement/);
   });
 });
 
