@@ -105,14 +105,19 @@ export abstract class HeadBase implements ExitHead {
     await kernel.predict(this.kernelInput(), features, n, out);
   }
 
-  /** `trainBatch` with the gradient computed by onnxruntime; the statistics and Adam step are the same. */
+  /**
+   * `trainBatch` with the gradient computed by onnxruntime; the statistics and
+   * Adam step are the same. Only the sizes are checked here: the rows come
+   * from the trainer's replay window, which takes an example only once
+   * `isTrainingRow` passed it, and each is sampled into dozens of batches.
+   */
   async trainBatchWith(
     kernel: HeadKernel,
     features: Float32Array,
     targets: Float32Array,
     n: number,
   ): Promise<number> {
-    this.checkTrainingBatch(features, targets, n);
+    checkTrainingShape(features, targets, n, this.inputSize, this.classes);
     this.normalizer.observe(features, n);
     const input = this.kernelInput();
     const gradient = this.kernelScratch!.gradient;
@@ -249,6 +254,36 @@ export function checkPredictionBatch(
   if (out.length < n * classes) misuse(`predictBatch output too short for ${n} rows`, { n });
 }
 
+/** The sizes of a training batch: n rows of inputSize features and of classes targets. */
+function checkTrainingShape(
+  features: Float32Array,
+  targets: Float32Array,
+  n: number,
+  inputSize: number,
+  classes: number,
+): void {
+  if (!Number.isInteger(n) || n < 1) misuse(`batch size must be a positive integer (got ${n})`, { n });
+  if (features.length < n * inputSize) misuse(`features too short for ${n} rows`, { n });
+  if (targets.length < n * classes) misuse(`targets too short for ${n} rows`, { n });
+}
+
+/**
+ * Whether one example may be trained on: every feature finite and the target
+ * a distribution over `classes` (what `checkTrainingBatch` demands of every
+ * row, as a test rather than an error).
+ */
+export function isTrainingRow(features: Float32Array, target: Float32Array, classes: number): boolean {
+  for (let i = 0; i < features.length; i++) if (!Number.isFinite(features[i]!)) return false;
+  if (target.length < classes) return false;
+  let sum = 0;
+  for (let c = 0; c < classes; c++) {
+    const t = target[c]!;
+    if (!(t >= 0 && t <= 1)) return false;
+    sum += t;
+  }
+  return Math.abs(sum - 1) <= TARGET_SUM_TOLERANCE;
+}
+
 /**
  * Training data is checked in full (O(n·(D+C)), small next to the O(n·C·D)
  * step) because a single NaN would poison the statistics and every weight, or
@@ -262,9 +297,7 @@ export function checkTrainingBatch(
   inputSize: number,
   classes: number,
 ): void {
-  if (!Number.isInteger(n) || n < 1) misuse(`batch size must be a positive integer (got ${n})`, { n });
-  if (features.length < n * inputSize) misuse(`features too short for ${n} rows`, { n });
-  if (targets.length < n * classes) misuse(`targets too short for ${n} rows`, { n });
+  checkTrainingShape(features, targets, n, inputSize, classes);
   for (let i = 0; i < n * inputSize; i++) {
     if (!Number.isFinite(features[i] as number)) {
       throw new LayercacheError("FRAME_INVALID", `non-finite feature at index ${i}`, {

@@ -26,6 +26,7 @@ import { ReplayBuffer } from "./replay.ts";
 import { ParameterAverage } from "./averaging.ts";
 import type { CacheSnapshot } from "./state.ts";
 import { argmax } from "./head-math.ts";
+import { isTrainingRow } from "./head-base.ts";
 
 /**
  * Examples, per buffer, whose memory is committed ahead of the writes
@@ -53,6 +54,8 @@ export interface TrainerStats {
   staleAudits: number;
   /** Steps owed beyond a step budget's `maxOwed`, dropped (a learner thread that cannot keep up). */
   forgoneSteps: number;
+  /** Frames not learned from or calibrated on: a feature not finite, or a target or logits that make no distribution. */
+  rejected: number;
 }
 
 /**
@@ -96,6 +99,7 @@ export class HeadTrainer implements CacheObserver {
     fleetAudits: 0,
     staleAudits: 0,
     forgoneSteps: 0,
+    rejected: 0,
   };
   private readonly heads: (ExitHead | null)[];
   /** Per exit: the moving average of its head's parameters, which snapshots publish. */
@@ -183,11 +187,13 @@ export class HeadTrainer implements CacheObserver {
 
   onBackboneFrame(features: readonly Float32Array[], logits: Float32Array, heldOut: boolean): void {
     if (heldOut) {
+      if (!this.acceptable(features, logits, false)) return;
       this.calibration.add(features, argmax(logits, 0, this.classes));
       this.evidence?.add(features, logits);
       this.stats.heldOut++;
     } else {
       softmaxWithTemperature(logits, this.options.temperature, this.target);
+      if (!this.acceptable(features, this.target, true)) return;
       features.forEach((f, e) => this.replay.add(e, f, this.target));
       this.remember(features, this.target);
       this.stats.examples++;
@@ -218,9 +224,30 @@ export class HeadTrainer implements CacheObserver {
   onEarlyExit(features: readonly Float32Array[], probs: Float32Array): void {
     this.sincePublish++;
     if (!this.options.teachEarlierExits || features.length === 0) return;
+    if (!this.acceptable(features, probs, true)) return;
     features.forEach((f, e) => this.replay.add(e, f, probs));
     this.remember(features, probs);
     this.stats.taught += features.length;
+  }
+
+  /**
+   * Whether a frame may be learned from (`distribution`: the target is a
+   * softmax) or calibrated on (logits, which need only be finite). The check
+   * is made once, here: the heads' kernel steps trust what the replay window
+   * holds. Frames come from this process's own spans or, decoded and checked
+   * by the example codec, from other replicas; a frame that fails is counted
+   * in `rejected` and left out, never trained on.
+   */
+  private acceptable(
+    features: readonly Float32Array[],
+    target: Float32Array,
+    distribution: boolean,
+  ): boolean {
+    const ok = distribution
+      ? features.every((f) => isTrainingRow(f, target, this.classes))
+      : target.every(Number.isFinite) && features.every((f) => f.every(Number.isFinite));
+    if (!ok) this.stats.rejected++;
+    return ok;
   }
 
   /**

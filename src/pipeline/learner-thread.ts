@@ -106,7 +106,12 @@ async function run(port: MessagePort, init: LearnerInit, log: Logger): Promise<v
       busyS: Math.round(active) / 1000,
       utilization: Math.round(1000 * utilization) / 1000,
       ...(stats
-        ? { steps: stats.steps, trainS: Math.round(stats.trainMs) / 1000, examples: stats.examples }
+        ? {
+            steps: stats.steps,
+            trainS: Math.round(stats.trainMs) / 1000,
+            examples: stats.examples,
+            rejected: stats.rejected,
+          }
         : {}),
     },
     "learner thread closed",

@@ -85,6 +85,48 @@ describe("HeadTrainer", () => {
     expect(audit.drifted(2)).toBe(true);
   });
 
+  it("leaves out frames with a non-finite feature or logit, counts them, and trains on the rest", async () => {
+    const manifest = loadManifest(MODEL_DIR);
+    const options = cacheOptions({ publishEvery: 1_000, trainBatch: 8, stepsPerExample: 1 });
+    const trainer = new HeadTrainer(
+      manifest,
+      options,
+      new ShadowAudit(manifest.exits.length, 0, 50, 0.99, 0.01),
+    );
+    const c = manifest.classes.length;
+    const good = manifest.exits.map((e) => new Float32Array(e.size).fill(0.5));
+    const logits = Float32Array.from({ length: c }, (_, k) => k);
+    const nanAt = (exit: number) =>
+      good.map((f, e) => (e === exit ? Float32Array.from(f, (x, i) => (i === 3 ? NaN : x)) : f));
+    for (let i = 0; i < 8; i++) trainer.onBackboneFrame(good, logits, false);
+    trainer.onBackboneFrame(nanAt(6), logits, false); // learned from
+    trainer.onBackboneFrame(nanAt(0), logits, true); // calibrated on
+    trainer.onBackboneFrame(
+      good,
+      Float32Array.from(logits, (x, k) => (k === 2 ? Infinity : x)),
+      true,
+    );
+    trainer.onBackboneFrame(
+      good,
+      Float32Array.from(logits, (x, k) => (k === 2 ? NaN : x)),
+      false,
+    );
+    trainer.onEarlyExit(nanAt(1).slice(0, 3), new Float32Array(c).fill(1 / c));
+    trainer.onEarlyExit(good.slice(0, 3), new Float32Array(c).fill(0.5)); // not a distribution
+    expect(trainer.stats.rejected).toBe(6);
+    expect(trainer.stats.examples).toBe(8);
+    expect(trainer.stats.heldOut).toBe(0);
+    expect(trainer.stats.taught).toBe(0);
+    expect(trainer.replay.size(0)).toBe(8);
+    expect(trainer.calibration.size).toBe(0);
+    // What was kept trains without a complaint, and every head stays finite.
+    await trainer.maintain(manifest.modelId);
+    expect(trainer.stats.steps).toBe(8);
+    for (const head of trainer["heads"]) {
+      expect((head as { parameters(): Float32Array }).parameters().every(Number.isFinite)).toBe(true);
+    }
+  });
+
   it("trains within a step budget, and drops the steps owed beyond it", async () => {
     const manifest = loadManifest(MODEL_DIR);
     const options = cacheOptions({ publishEvery: 1_000, trainBatch: 8, stepsPerExample: 1 });
