@@ -267,14 +267,19 @@ function checkTrainingShape(
   if (targets.length < n * classes) misuse(`targets too short for ${n} rows`, { n });
 }
 
+/** Every value finite (a plain loop: `every(Number.isFinite)` costs six times as much per frame). */
+export function allFinite(values: Float32Array): boolean {
+  for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i]!)) return false;
+  return true;
+}
+
 /**
  * Whether one example may be trained on: every feature finite and the target
  * a distribution over `classes` (what `checkTrainingBatch` demands of every
  * row, as a test rather than an error).
  */
 export function isTrainingRow(features: Float32Array, target: Float32Array, classes: number): boolean {
-  for (let i = 0; i < features.length; i++) if (!Number.isFinite(features[i]!)) return false;
-  if (target.length < classes) return false;
+  if (!allFinite(features) || target.length < classes) return false;
   let sum = 0;
   for (let c = 0; c < classes; c++) {
     const t = target[c]!;

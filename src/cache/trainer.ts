@@ -26,7 +26,7 @@ import { ReplayBuffer } from "./replay.ts";
 import { ParameterAverage } from "./averaging.ts";
 import type { CacheSnapshot } from "./state.ts";
 import { argmax } from "./head-math.ts";
-import { isTrainingRow } from "./head-base.ts";
+import { allFinite, isTrainingRow } from "./head-base.ts";
 
 /**
  * Examples, per buffer, whose memory is committed ahead of the writes
@@ -245,7 +245,7 @@ export class HeadTrainer implements CacheObserver {
   ): boolean {
     const ok = distribution
       ? features.every((f) => isTrainingRow(f, target, this.classes))
-      : target.every(Number.isFinite) && features.every((f) => f.every(Number.isFinite));
+      : allFinite(target) && features.every(allFinite);
     if (!ok) this.stats.rejected++;
     return ok;
   }
