@@ -199,6 +199,12 @@ export const FIELDS = {
     schema: bool,
     default: "true",
   },
+  learnerNice: {
+    env: "LAYERCACHE_LEARNER_NICE",
+    doc: "Scheduling priority (nice, 0-19) of the learner thread alone, on Linux: at 19 it trains on the CPU that answering leaves, so a machine without a core to spare answers first; 0 leaves it at the process's priority.",
+    schema: int(0, 19),
+    default: "19",
+  },
   modelDir: {
     env: "LAYERCACHE_MODEL_DIR",
     doc: "Folder with the backbone's manifest.json and ONNX segments.",

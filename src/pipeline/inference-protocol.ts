@@ -30,6 +30,8 @@ export interface SharingInit {
    * than on the inference thread between batches.
    */
   learnerThread: boolean;
+  /** The learner thread's scheduling priority (learner-thread.ts, thread-priority.ts). */
+  learnerNice: number;
 }
 
 /** How this replica takes part in sharing the cache, for metrics; totals since the thread started. */

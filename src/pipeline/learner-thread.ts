@@ -9,7 +9,9 @@
  * trains, calibrates and publishes. The inference thread only answers
  * frames, hands over, and adopts what is published, so learning never holds
  * a batch up: on a machine with a core to spare it runs beside the
- * answering, not between batches.
+ * answering, not between batches. On a machine without one it runs at a
+ * lower scheduling priority (`learnerNice`, thread-priority.ts), so that
+ * answering comes first and training takes the CPU left over.
  *
  * Started and closed by the inference thread (learner-client.ts), which
  * passes its status on to the main thread with its own.
@@ -25,6 +27,7 @@ import { toWireError } from "./inference-protocol.ts";
 import type { FromLearner, LearnerInit, ToLearner } from "./learner-client.ts";
 import { learnerStatus } from "./learner-client.ts";
 import { LocalIntake } from "./learner-feed.ts";
+import { setThreadNice } from "./thread-priority.ts";
 
 /** How often a learner without the lease runs the sharing step (adopt, and take the lease once free). */
 const FOLLOW_STEP_MS = 250;
@@ -32,6 +35,10 @@ const FOLLOW_STEP_MS = 250;
 const IDLE_STEP_MS = 20;
 
 async function run(port: MessagePort, init: LearnerInit, log: Logger): Promise<void> {
+  const priority = setThreadNice(init.sharing.learnerNice);
+  if (priority.applied)
+    log.info({ nice: priority.nice }, "learner thread runs at a lower priority than answering");
+  else log.warn({ reason: priority.reason }, "learner thread runs at the process's priority");
   const post = (m: FromLearner) => port.postMessage(m);
   let closing = false;
   const stop = new AbortController();

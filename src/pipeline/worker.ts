@@ -194,6 +194,7 @@ class PipelineWorker implements RunningWorker {
               keyPrefix: c.redisKeyPrefix,
               leaseTtlMs: c.leaseTtlMs,
               learnerThread: c.learnerThread,
+              learnerNice: c.learnerNice,
             },
           }
         : {}),

@@ -1,0 +1,41 @@
+/**
+ * The scheduling priority of the calling thread alone. On Linux every thread
+ * has a nice value of its own: setpriority(2) given a thread id changes that
+ * thread only (its man page, "Bugs"), and /proc/thread-self names the
+ * calling thread's id. The learner thread lowers its own priority this way,
+ * so that on a machine without a core to spare the inference thread and the
+ * Kafka loop answer first and training takes what they leave; the process
+ * and its other threads keep theirs. Raising a nice value needs no privilege.
+ */
+import { readlinkSync } from "node:fs";
+import { getPriority, setPriority } from "node:os";
+
+export type PriorityOutcome =
+  { applied: true; threadId: number; nice: number } | { applied: false; reason: string };
+
+/**
+ * Raises the calling thread's nice value to `nice` (never lowers it); says
+ * why not where it cannot (not Linux, no /proc, refused).
+ */
+export function setThreadNice(nice: number): PriorityOutcome {
+  let threadId: number;
+  try {
+    // "<pid>/task/<tid>"
+    threadId = Number(readlinkSync("/proc/thread-self").split("/").pop());
+  } catch {
+    return {
+      applied: false,
+      reason: "no /proc/thread-self (not Linux): the thread keeps the process's priority",
+    };
+  }
+  if (!Number.isInteger(threadId) || threadId <= 0) {
+    return { applied: false, reason: "/proc/thread-self names no thread id" };
+  }
+  try {
+    // Only ever lower the thread's priority: raising it back needs privilege.
+    if (nice > getPriority(threadId)) setPriority(threadId, nice);
+    return { applied: true, threadId, nice: getPriority(threadId) };
+  } catch (err) {
+    return { applied: false, reason: `setpriority refused: ${(err as Error).message}` };
+  }
+}
