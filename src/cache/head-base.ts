@@ -249,9 +249,14 @@ export function checkPredictionBatch(
   inputSize: number,
   classes: number,
 ): void {
+  checkRows(features, n, inputSize);
+  if (out.length < n * classes) misuse(`predictBatch output too short for ${n} rows`, { n });
+}
+
+/** A batch of n rows of inputSize features: n a positive whole number, the features long enough. */
+function checkRows(features: Float32Array, n: number, inputSize: number): void {
   if (!Number.isInteger(n) || n < 1) misuse(`batch size must be a positive integer (got ${n})`, { n });
   if (features.length < n * inputSize) misuse(`features too short for ${n} rows`, { n });
-  if (out.length < n * classes) misuse(`predictBatch output too short for ${n} rows`, { n });
 }
 
 /** The sizes of a training batch: n rows of inputSize features and of classes targets. */
@@ -262,8 +267,7 @@ function checkTrainingShape(
   inputSize: number,
   classes: number,
 ): void {
-  if (!Number.isInteger(n) || n < 1) misuse(`batch size must be a positive integer (got ${n})`, { n });
-  if (features.length < n * inputSize) misuse(`features too short for ${n} rows`, { n });
+  checkRows(features, n, inputSize);
   if (targets.length < n * classes) misuse(`targets too short for ${n} rows`, { n });
 }
 
