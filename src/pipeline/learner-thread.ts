@@ -9,9 +9,9 @@
  * trains, calibrates and publishes. The inference thread only answers
  * frames, hands over, and adopts what is published, so learning never holds
  * a batch up: on a machine with a core to spare it runs beside the
- * answering, not between batches. On a machine without one it runs at a
- * lower scheduling priority (`learnerNice`, thread-priority.ts), so that
- * answering comes first and training takes the CPU left over.
+ * answering, not between batches. With `learnerNice` it runs at a lower
+ * scheduling priority (thread-priority.ts), so that answering comes first
+ * and training takes the CPU left over.
  *
  * Started and closed by the inference thread (learner-client.ts), which
  * passes its status on to the main thread with its own.
@@ -35,10 +35,12 @@ const FOLLOW_STEP_MS = 250;
 const IDLE_STEP_MS = 20;
 
 async function run(port: MessagePort, init: LearnerInit, log: Logger): Promise<void> {
-  const priority = setThreadNice(init.sharing.learnerNice);
-  if (priority.applied)
-    log.info({ nice: priority.nice }, "learner thread runs at a lower priority than answering");
-  else log.warn({ reason: priority.reason }, "learner thread runs at the process's priority");
+  if (init.sharing.learnerNice > 0) {
+    const priority = setThreadNice(init.sharing.learnerNice);
+    if (priority.applied)
+      log.info({ nice: priority.nice }, "learner thread runs at a lower priority than answering");
+    else log.warn({ reason: priority.reason }, "learner thread runs at the process's priority");
+  }
   const post = (m: FromLearner) => port.postMessage(m);
   let closing = false;
   const stop = new AbortController();
