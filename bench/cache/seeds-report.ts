@@ -75,6 +75,26 @@ export function checkedFigures(seed: number, json: unknown): SeedFigures {
   return { seed, ...out } as unknown as SeedFigures;
 }
 
+/**
+ * The bench options that fix what is measured (frames, passes, batch, head
+ * kind, threads...), without the `--set option=value` pairs that are what a
+ * comparison changes; in order, as given.
+ */
+export function streamOptions(benchArgs: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < benchArgs.length; i++) {
+    const arg = benchArgs[i]!;
+    if (arg === "--set") {
+      // Its values run up to the next option.
+      while (i + 1 < benchArgs.length && !benchArgs[i + 1]!.startsWith("--")) i++;
+      continue;
+    }
+    if (arg.startsWith("--set=")) continue;
+    out.push(arg);
+  }
+  return out;
+}
+
 /** "1-5", "1,3,9" or "1-3,7": whole seeds, in order, each once. */
 export function parseSeeds(spec: string): number[] {
   const seeds = new Set<number>();

@@ -39,6 +39,7 @@ import {
   parseSeeds,
   seedFigures,
   seedsTable,
+  streamOptions,
   summarise,
   targetsMet,
 } from "./seeds-report.ts";
@@ -80,7 +81,7 @@ async function main(): Promise<number> {
   }
   if (opt.vs && opt.against)
     throw new Error("bench:seeds: --vs and --against are two ways to compare; give one");
-  const baseline = opt.against ? readBaseline(opt.against) : undefined;
+  const baseline = opt.against ? readBaseline(opt.against, cli.args, opt.target) : undefined;
   const seeds = parseSeeds(opt.seeds);
   const common = [...benchArgs, "--target", String(opt.target)];
   const vsArgs = (opt.vs ?? []).flatMap((pair) => ["--set", pair]);
@@ -160,17 +161,36 @@ function comparison(a: SeedFigures[], b: SeedFigures[]) {
   return Object.fromEntries(FIGURES.map(({ name }) => [name, paired(a, b, name)]));
 }
 
-/** The A runs of an earlier `bench:seeds --json` report, each checked as a bench result is. */
-function readBaseline(file: string): SeedFigures[] {
+/**
+ * The A runs of an earlier `bench:seeds --json` report, each checked as a
+ * bench result is. The report must have measured the same stream at the same
+ * target: only `--set` options may differ, or the comparison means nothing.
+ */
+function readBaseline(file: string, benchArgs: readonly string[], target: number): SeedFigures[] {
   let report: unknown;
   try {
     report = JSON.parse(readFileSync(file, "utf8"));
   } catch (err) {
     throw new Error(`--against ${file}: not a bench:seeds --json report (${(err as Error).message})`);
   }
-  const runs = (report as { runs?: { A?: unknown } }).runs?.A;
-  if (!Array.isArray(runs)) throw new Error(`--against ${file}: no runs.A in it`);
-  return runs.map((r: { seed?: unknown }) => {
+  const {
+    runs,
+    benchArgs: theirs,
+    target: theirTarget,
+  } = report as {
+    runs?: { A?: unknown };
+    benchArgs?: unknown;
+    target?: unknown;
+  };
+  if (!Array.isArray(runs?.A)) throw new Error(`--against ${file}: no runs.A in it`);
+  const ours = streamOptions(benchArgs).join(" ");
+  const before = Array.isArray(theirs) ? streamOptions(theirs.map(String)).join(" ") : "";
+  if (before !== ours || theirTarget !== target) {
+    throw new Error(
+      `--against ${file}: it measured "${before}" at target ${String(theirTarget)}, this run "${ours}" at ${target}; only --set options may differ`,
+    );
+  }
+  return runs.A.map((r: { seed?: unknown }) => {
     if (typeof r.seed !== "number") throw new Error(`--against ${file}: a run without a seed`);
     return checkedFigures(r.seed, r);
   });

@@ -13,6 +13,7 @@ import {
   seedFigures,
   seedsTable,
   spread,
+  streamOptions,
   summarise,
   targetsMet,
 } from "../../bench/cache/seeds-report.ts";
@@ -44,6 +45,19 @@ describe("parseSeeds", () => {
     expect(() => parseSeeds("a")).toThrow(/expected seeds/);
     expect(() => parseSeeds("1,,2")).toThrow(/expected seeds/);
     expect(() => parseSeeds("-1")).toThrow(/expected seeds/);
+  });
+});
+
+describe("streamOptions", () => {
+  it("keeps what fixes the stream and drops the --set pairs a comparison changes", () => {
+    expect(streamOptions(["--frames", "3000", "--set", "a=1", "b=2", "--batch", "32"])).toEqual([
+      "--frames",
+      "3000",
+      "--batch",
+      "32",
+    ]);
+    expect(streamOptions(["--set=a=1", "--passes", "4", "--set", "c=3"])).toEqual(["--passes", "4"]);
+    expect(streamOptions([])).toEqual([]);
   });
 });
 
