@@ -109,7 +109,7 @@ export abstract class HeadBase implements ExitHead {
    * `trainBatch` with the gradient computed by onnxruntime; the statistics and
    * Adam step are the same. Only the sizes are checked here: the rows come
    * from the trainer's replay window, which takes an example only once
-   * `isTrainingRow` passed it, and each is sampled into dozens of batches.
+   * the trainer checked it, and each is sampled into dozens of batches.
    */
   async trainBatchWith(
     kernel: HeadKernel,
@@ -271,26 +271,34 @@ function checkTrainingShape(
   if (targets.length < n * classes) misuse(`targets too short for ${n} rows`, { n });
 }
 
+/** The index of the first value of values[0..n) that is not finite, or -1. */
+function firstNonFinite(values: Float32Array, n: number): number {
+  for (let i = 0; i < n; i++) if (!Number.isFinite(values[i]!)) return i;
+  return -1;
+}
+
 /** Every value finite (a plain loop: `every(Number.isFinite)` costs six times as much per frame). */
 export function allFinite(values: Float32Array): boolean {
-  for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i]!)) return false;
-  return true;
+  return firstNonFinite(values, values.length) < 0;
 }
 
 /**
- * Whether one example may be trained on: every feature finite and the target
- * a distribution over `classes` (what `checkTrainingBatch` demands of every
- * row, as a test rather than an error).
+ * What keeps row `row` of `targets` (classes values) from being a
+ * distribution: a value outside [0, 1] (NaN included), or a sum away from 1.
  */
-export function isTrainingRow(features: Float32Array, target: Float32Array, classes: number): boolean {
-  if (!allFinite(features) || target.length < classes) return false;
+function notDistribution(targets: Float32Array, row: number, classes: number): string | undefined {
   let sum = 0;
-  for (let c = 0; c < classes; c++) {
-    const t = target[c]!;
-    if (!(t >= 0 && t <= 1)) return false;
+  for (let c = row * classes; c < (row + 1) * classes; c++) {
+    const t = targets[c]!;
+    if (!(t >= 0 && t <= 1)) return `target ${t} at index ${c} is not a probability`;
     sum += t;
   }
-  return Math.abs(sum - 1) <= TARGET_SUM_TOLERANCE;
+  return Math.abs(sum - 1) > TARGET_SUM_TOLERANCE ? `target row ${row} sums to ${sum}` : undefined;
+}
+
+/** Whether `target` is a distribution over `classes`, as `checkTrainingBatch` demands of every row. */
+export function isDistribution(target: Float32Array, classes: number): boolean {
+  return notDistribution(target, 0, classes) === undefined;
 }
 
 /**
@@ -307,20 +315,14 @@ export function checkTrainingBatch(
   classes: number,
 ): void {
   checkTrainingShape(features, targets, n, inputSize, classes);
-  for (let i = 0; i < n * inputSize; i++) {
-    if (!Number.isFinite(features[i] as number)) {
-      throw new LayercacheError("FRAME_INVALID", `non-finite feature at index ${i}`, {
-        details: { index: i },
-      });
-    }
+  const bad = firstNonFinite(features, n * inputSize);
+  if (bad >= 0) {
+    throw new LayercacheError("FRAME_INVALID", `non-finite feature at index ${bad}`, {
+      details: { index: bad },
+    });
   }
   for (let row = 0; row < n; row++) {
-    let sum = 0;
-    for (let c = row * classes; c < (row + 1) * classes; c++) {
-      const t = targets[c] as number;
-      if (!(t >= 0 && t <= 1)) misuse(`target ${t} at index ${c} is not a probability`, { index: c });
-      sum += t;
-    }
-    if (Math.abs(sum - 1) > TARGET_SUM_TOLERANCE) misuse(`target row ${row} sums to ${sum}`, { row });
+    const problem = notDistribution(targets, row, classes);
+    if (problem) misuse(problem, { row });
   }
 }

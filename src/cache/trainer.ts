@@ -26,7 +26,7 @@ import { ReplayBuffer } from "./replay.ts";
 import { ParameterAverage } from "./averaging.ts";
 import type { CacheSnapshot } from "./state.ts";
 import { argmax } from "./head-math.ts";
-import { allFinite, isTrainingRow } from "./head-base.ts";
+import { allFinite, isDistribution } from "./head-base.ts";
 
 /**
  * Examples, per buffer, whose memory is committed ahead of the writes
@@ -243,9 +243,8 @@ export class HeadTrainer implements CacheObserver {
     target: Float32Array,
     distribution: boolean,
   ): boolean {
-    const ok = distribution
-      ? features.every((f) => isTrainingRow(f, target, this.classes))
-      : allFinite(target) && features.every(allFinite);
+    const ok =
+      (distribution ? isDistribution(target, this.classes) : allFinite(target)) && features.every(allFinite);
     if (!ok) this.stats.rejected++;
     return ok;
   }
