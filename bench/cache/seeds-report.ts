@@ -27,6 +27,8 @@ export interface SeedFigures {
   driftAlarms?: number;
 }
 
+const isNumber = (v: unknown): v is number => typeof v === "number" && Number.isFinite(v);
+
 /** The figures bench:seeds reads from one bench run's JSON, checked. */
 export function seedFigures(seed: number, json: unknown): SeedFigures {
   const r = json as {
@@ -40,9 +42,7 @@ export function seedFigures(seed: number, json: unknown): SeedFigures {
     trainer?: { driftAlarms?: unknown };
   };
   const num = (v: unknown, name: string): number => {
-    if (typeof v !== "number" || !Number.isFinite(v)) {
-      throw new Error(`seed ${seed}: the bench's JSON has no number at ${name}`);
-    }
+    if (!isNumber(v)) throw new Error(`seed ${seed}: the bench's JSON has no number at ${name}`);
     return v;
   };
   const oracle = r.thresholdOracle?.heldOut?.macsSavedPct;
@@ -69,7 +69,7 @@ export function checkedFigures(seed: number, json: unknown): SeedFigures {
     const v = r[name];
     const optional = name === "heldOutOracleMacsSavedPct" || name === "driftAlarms";
     if (v === undefined && optional) continue;
-    if (typeof v !== "number" || !Number.isFinite(v)) throw new Error(`seed ${seed}: no number at ${name}`);
+    if (!isNumber(v)) throw new Error(`seed ${seed}: no number at ${name}`);
     out[name] = v;
   }
   return { seed, ...out } as unknown as SeedFigures;

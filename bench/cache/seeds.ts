@@ -81,7 +81,7 @@ async function main(): Promise<number> {
   }
   if (opt.vs && opt.against)
     throw new Error("bench:seeds: --vs and --against are two ways to compare; give one");
-  const baseline = opt.against ? readBaseline(opt.against, cli.args, opt.target) : undefined;
+  const baseline = opt.against ? readBaseline(opt.against, benchArgs, opt.target) : undefined;
   const seeds = parseSeeds(opt.seeds);
   const common = [...benchArgs, "--target", String(opt.target)];
   const vsArgs = (opt.vs ?? []).flatMap((pair) => ["--set", pair]);
