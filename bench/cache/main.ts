@@ -41,6 +41,8 @@ import {
   finalHeadFamiliarity,
   latencySavedByWindow,
   macsSavedByWindow,
+  exitMacs,
+  finalHeadsFromTheStart,
   firstAgreeingOracle,
   slice,
   thresholdsOracle,
@@ -182,6 +184,9 @@ async function main(): Promise<void> {
       : undefined,
     wholeStream: thresholdsOracle(model, cached.cache!, answers, baseLabels, options),
   };
+  const fromTheStart = anyHeldOut
+    ? finalHeadsFromTheStart(exitMacs(model, cached.cache!), answers, baseLabels, options, heldOut)
+    : undefined;
   const familiarity = finalHeadFamiliarity(cached, answers, baseLabels, FAMILIARITY_CONFIDENCE, heldOut);
   const evidence = evidenceCurve(answers, baseLabels, options, EVIDENCE_SIZES, EVIDENCE_DRAWS, seed, heldOut);
   const windows = macsSavedByWindow(cached, model.manifest.full.macs, MACS_WINDOW);
@@ -243,6 +248,7 @@ async function main(): Promise<void> {
     heldOutFrames: heldOut.length,
     oracleMacsSavedPctHeldOut: oracleHeldOut,
     thresholdOracle: thresholds,
+    finalHeadsFromTheStart: fromTheStart,
     evidenceCurve: evidence,
     finalHeadFamiliarity: familiarity,
     macsWindow: MACS_WINDOW,
@@ -308,6 +314,13 @@ async function main(): Promise<void> {
   log(
     `final heads, thresholds set on the whole stream, frames the heads learned from included (flattering): ${oracleLine(thresholds.wholeStream)}`,
   );
+  if (fromTheStart) {
+    log(
+      `final heads from the first frame, proven as the run proved them on its held-out frames as they came (flattering the answers, not the proof): MACs saved ${pct(fromTheStart.macsSavedPct)}, first exit at frame ${fromTheStart.firstExitFrame}; ${fromTheStart.exitShare
+        .flatMap((share, e) => (share > 0 ? [`exit ${e} answers ${pct(100 * share)}`] : []))
+        .join(", ")}`,
+    );
+  }
   log(
     `MACs saved by ${MACS_WINDOW.toLocaleString("en")}-frame window: ${windows.map((w) => w.toFixed(1)).join(", ")} (%)`,
   );

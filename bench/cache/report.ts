@@ -4,6 +4,7 @@ import type { OnlineCache } from "../../src/cache/online-cache.ts";
 import type { CacheOptions } from "../../src/cache/options.ts";
 import type { CalibrationTarget, ExitScores } from "../../src/cache/calibration.ts";
 import { calibrateExit } from "../../src/cache/calibration.ts";
+import { cascade } from "../../src/cache/planner.ts";
 import { SeededRandom } from "../../src/cache/random.ts";
 import type { SegmentedBackbone } from "../../src/model/backbone.ts";
 import type { LatencySummary } from "../lib/stats.ts";
@@ -274,6 +275,111 @@ export function thresholdsOracle(
   }
   spent += staying.length * (full + headsSoFar);
   return { frames: count, macsSavedPct: 100 * (1 - spent / (count * full)), exits };
+}
+
+/** A model's MACs as the oracles charge them. */
+export interface ExitMacs {
+  /** The whole backbone. */
+  full: number;
+  /** Per exit, the backbone up to it. */
+  through: readonly number[];
+  /** Per exit, its final head (null: none). */
+  heads: readonly (number | null)[];
+}
+
+export function exitMacs(model: SegmentedBackbone, cache: OnlineCache): ExitMacs {
+  return {
+    full: model.manifest.full.macs,
+    through: macsThroughExit(model),
+    heads: cache.engine.current.heads.map((h) => (h ? h.macs() : null)),
+  };
+}
+
+/** What `finalHeadsFromTheStart` decides by: the trainer's calibration and exit selection, its cadence, the audit. */
+export type FromTheStartOptions = CalibrationTarget &
+  Pick<CacheOptions, "exitOverheadMacs" | "publishEvery" | "auditRate">;
+
+/** The figures of `finalHeadsFromTheStart`. */
+export interface FromTheStart {
+  macsSavedPct: number;
+  /** First frame an exit answered (-1: none). */
+  firstExitFrame: number;
+  /** Per exit, the share of the stream it answered. */
+  exitShare: number[];
+}
+
+/**
+ * What the proof allows with the run's own evidence if the heads had been
+ * the final ones from the first frame. Every `publishEvery` frames the exits
+ * are decided as the trainer decides them (the planner's cascade: the bound,
+ * the frames that reach each exit, the exit selection), on the held-out frames
+ * of the run that had arrived by then (`heldOut`, in stream order), scored by
+ * the final heads; until the next decision every other frame leaves at the
+ * first open exit whose final head is sure enough, paying the heads on the
+ * way. Held-out frames run the whole backbone, as in the run, and so does a
+ * share `auditRate` of the early answers (charged on average). Learning faster
+ * cannot do better than this with the same evidence, at the final heads'
+ * quality: above it the gap is the proof and the evidence schedule. It
+ * flatters the heads on the frames they answer, most of which they learned
+ * from; the evidence itself is honest (no head learned from a held-out frame).
+ */
+export function finalHeadsFromTheStart(
+  macs: ExitMacs,
+  answers: HeadAnswers,
+  backboneLabels: readonly number[],
+  options: FromTheStartOptions,
+  heldOut: readonly number[],
+): FromTheStart {
+  const { full, through, heads: headMacs } = macs;
+  const costs = { remainingMacs: through.map((t) => full - t), overheadMacs: options.exitOverheadMacs };
+  const count = nonEmpty(backboneLabels, "finalHeadsFromTheStart");
+  const isHeldOut = new Uint8Array(count);
+  for (const f of heldOut) isHeldOut[f] = 1;
+  const exitCount = headMacs.length;
+  const answered = new Array<number>(exitCount).fill(0);
+  let thresholds: (number | null)[] = new Array<number | null>(exitCount).fill(null);
+  let evidence = 0;
+  let firstExitFrame = -1;
+  let spent = 0;
+  for (let f = 0; f < count; f++) {
+    if (f > 0 && f % options.publishEvery === 0) {
+      // Frames arrive in order: the held-out frames before f are the first `evidence` of them.
+      while (evidence < heldOut.length && heldOut[evidence]! < f) evidence++;
+      thresholds = decide(heldOut.slice(0, evidence));
+    }
+    let cost = full;
+    for (let e = 0; e < exitCount; e++) {
+      const t = thresholds[e];
+      if (t === null || t === undefined) continue;
+      cost += headMacs[e]!;
+      if (isHeldOut[f] || answers.confidence[e]![f]! < t) continue;
+      // An audited answer runs the rest of the backbone too.
+      cost += (1 - options.auditRate) * (through[e]! - full);
+      answered[e]!++;
+      if (firstExitFrame < 0) firstExitFrame = f;
+      break;
+    }
+    spent += cost;
+  }
+  return {
+    macsSavedPct: 100 * (1 - spent / (count * full)),
+    firstExitFrame,
+    exitShare: answered.map((a) => a / count),
+  };
+
+  function decide(frames: readonly number[]): (number | null)[] {
+    if (frames.length === 0) return new Array<number | null>(exitCount).fill(null);
+    const labels = Int32Array.from(frames, (f) => backboneLabels[f]!);
+    const scores = headMacs.map((h, e): ExitScores | null =>
+      h !== null
+        ? {
+            confidence: Float32Array.from(frames, (f) => answers.confidence[e]![f]!),
+            label: Int32Array.from(frames, (f) => answers.labels[e]![f]!),
+          }
+        : null,
+    );
+    return cascade(headMacs, scores, labels, options, costs).map((d) => (d.open ? d.threshold : null));
+  }
 }
 
 /** What exit 0's calibration proves from a given number of held-out frames (`evidenceCurve`). */

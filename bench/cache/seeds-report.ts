@@ -19,6 +19,12 @@ export interface SeedFigures {
   firstExitFrame: number;
   /** The thresholds oracle on the held-out frames; absent when nothing was held out. */
   heldOutOracleMacsSavedPct?: number;
+  /**
+   * MACs saved by the final heads from the first frame, proven on the run's
+   * held-out frames as they came (`finalHeadsFromTheStart`); absent when
+   * nothing was held out, and in reports made before it was recorded.
+   */
+  fromTheStartMacsSavedPct?: number;
   throughputRatio: number;
   /**
    * Drift alarms the shadow audit raised: each closes every exit and drops
@@ -38,6 +44,7 @@ export function seedFigures(seed: number, json: unknown): SeedFigures {
     accuracy?: { backbone?: unknown; cached?: unknown };
     firstExitFrame?: unknown;
     thresholdOracle?: { heldOut?: { macsSavedPct?: unknown } };
+    finalHeadsFromTheStart?: { macsSavedPct?: unknown };
     throughput?: { ratio?: unknown };
     trainer?: { driftAlarms?: unknown };
   };
@@ -46,6 +53,7 @@ export function seedFigures(seed: number, json: unknown): SeedFigures {
     return v;
   };
   const oracle = r.thresholdOracle?.heldOut?.macsSavedPct;
+  const fromTheStart = r.finalHeadsFromTheStart?.macsSavedPct;
   return {
     seed,
     macsSavedPct: num(r.macsSavedPct, "macsSavedPct"),
@@ -56,6 +64,8 @@ export function seedFigures(seed: number, json: unknown): SeedFigures {
     firstExitFrame: num(r.firstExitFrame, "firstExitFrame"),
     heldOutOracleMacsSavedPct:
       oracle === undefined ? undefined : num(oracle, "thresholdOracle.heldOut.macsSavedPct"),
+    fromTheStartMacsSavedPct:
+      fromTheStart === undefined ? undefined : num(fromTheStart, "finalHeadsFromTheStart.macsSavedPct"),
     throughputRatio: num(r.throughput?.ratio, "throughput.ratio"),
     driftAlarms: num(r.trainer?.driftAlarms, "trainer.driftAlarms"),
   };
@@ -67,7 +77,7 @@ export function checkedFigures(seed: number, json: unknown): SeedFigures {
   const out: Record<string, number | undefined> = {};
   for (const { name } of FIGURES) {
     const v = r[name];
-    const optional = name === "heldOutOracleMacsSavedPct" || name === "driftAlarms";
+    const optional = OPTIONAL.has(name);
     if (v === undefined && optional) continue;
     if (!isNumber(v)) throw new Error(`seed ${seed}: no number at ${name}`);
     out[name] = v;
@@ -136,9 +146,17 @@ export const FIGURES: readonly { name: FigureName; label: string; digits: number
   { name: "accuracyDropPts", label: "accuracy drop, points", digits: 2 },
   { name: "firstExitFrame", label: "first exit open at frame", digits: 0 },
   { name: "heldOutOracleMacsSavedPct", label: "held-out thresholds oracle %", digits: 2 },
+  { name: "fromTheStartMacsSavedPct", label: "final heads from the start %", digits: 2 },
   { name: "throughputRatio", label: "throughput ratio", digits: 2 },
   { name: "driftAlarms", label: "drift alarms", digits: 0 },
 ];
+
+/** Figures a bench run or an earlier report may lack. */
+const OPTIONAL: ReadonlySet<FigureName> = new Set([
+  "heldOutOracleMacsSavedPct",
+  "fromTheStartMacsSavedPct",
+  "driftAlarms",
+]);
 
 export function summarise(runs: readonly SeedFigures[]): Partial<Record<FigureName, Spread>> {
   const out: Partial<Record<FigureName, Spread>> = {};

@@ -98,30 +98,33 @@ export async function planExits(
   for (const [exit, head] of heads.entries()) {
     scores.push(head ? await scoreHead(head, set, exit, undefined, kernels) : null);
   }
-  const decisions = cascade(heads, scores, set, target, costs);
+  const headMacs = heads.map((h) => (h ? h.macs() : null));
+  const labels = set.labels.subarray(0, set.size);
+  const decisions = cascade(headMacs, scores, labels, target, costs);
   const floor = target.floorAgreement;
   if (floor === undefined || floor >= target.targetAgreement) return decisions;
-  const lenient = cascade(heads, scores, set, { ...target, targetAgreement: floor }, costs);
+  const lenient = cascade(headMacs, scores, labels, { ...target, targetAgreement: floor }, costs);
   return decisions.map((d, e) => ({ ...d, floorThreshold: lenient[e]!.threshold }));
 }
 
 /**
  * Decides the exits in order for one target: each one only sees the held-out
- * frames the earlier open exits leave.
+ * frames the earlier open exits leave. `headMacs[e]` is the cost of exit e's
+ * head per frame (null: no head yet); `scores[e]` its answers on the held-out
+ * frames, whose backbone labels are `labels`.
  */
-function cascade(
-  heads: readonly (ExitHead | null)[],
+export function cascade(
+  headMacs: readonly (number | null)[],
   scores: readonly (ExitScores | null)[],
-  set: CalibrationSet,
+  labels: Int32Array,
   target: CalibrationTarget,
   costs: ExitCosts,
 ): ExitDecision[] {
-  const n = set.size;
-  const labels = set.labels.subarray(0, n);
+  const n = labels.length;
   const reaching = new Uint8Array(n).fill(1);
-  return heads.map((head, exit) => decide(exit, head, scores[exit] ?? null));
+  return headMacs.map((macs, exit) => decide(exit, macs, scores[exit] ?? null));
 
-  function decide(exit: number, head: ExitHead | null, exitScores: ExitScores | null): ExitDecision {
+  function decide(exit: number, macs: number | null, exitScores: ExitScores | null): ExitDecision {
     const closed = (reason: string, calibration: CalibrationOutcome | null = null): ExitDecision => ({
       exit,
       open: false,
@@ -132,7 +135,7 @@ function cascade(
       costMacs: 0,
       calibration,
     });
-    if (!head || !exitScores) return closed("no head trained yet");
+    if (macs === null || !exitScores) return closed("no head trained yet");
     const cal = calibrateExit(exitScores, labels, reaching, target);
     if (cal.threshold === undefined) {
       const why =
@@ -143,7 +146,7 @@ function cascade(
     }
     const coverage = cal.reached > 0 ? cal.accepted / cal.reached : 0;
     const savedMacs = coverage * costs.remainingMacs[exit]!;
-    const costMacs = head.macs() + costs.overheadMacs;
+    const costMacs = macs + costs.overheadMacs;
     if (savedMacs <= costMacs) {
       return {
         ...closed(`not worth it: saves ${fmt(savedMacs)} MACs per frame, costs ${fmt(costMacs)}`, cal),

@@ -69,6 +69,7 @@ describe("seedFigures", () => {
     accuracy: { backbone: 0.9413, cached: 0.9402 },
     firstExitFrame: 801,
     thresholdOracle: { heldOut: { macsSavedPct: 74.87 }, wholeStream: { macsSavedPct: 80.82 } },
+    finalHeadsFromTheStart: { macsSavedPct: 49.55, firstExitFrame: 801 },
     throughput: { ratio: 0.71 },
     trainer: { driftAlarms: 0, steps: 983 },
   };
@@ -78,17 +79,23 @@ describe("seedFigures", () => {
     expect(f).toMatchObject({ seed: 1, macsSavedPct: 46.85, agreement: 0.9974, firstExitFrame: 801 });
     expect(f.accuracyDropPts).toBeCloseTo(0.11, 10);
     expect(f.heldOutOracleMacsSavedPct).toBe(74.87);
+    expect(f.fromTheStartMacsSavedPct).toBe(49.55);
   });
 
-  it("leaves the held-out oracle out when the run held nothing out", () => {
-    const f = seedFigures(2, { ...json, thresholdOracle: { wholeStream: { macsSavedPct: 80 } } });
+  it("leaves the held-out figures out when the run held nothing out", () => {
+    const { finalHeadsFromTheStart: _, ...none } = json;
+    const f = seedFigures(2, { ...none, thresholdOracle: { wholeStream: { macsSavedPct: 80 } } });
     expect(f.heldOutOracleMacsSavedPct).toBeUndefined();
+    expect(f.fromTheStartMacsSavedPct).toBeUndefined();
   });
 
   it("names the figure a malformed result lacks", () => {
     expect(() => seedFigures(3, { ...json, agreement: null })).toThrow(/seed 3: .* agreement/);
     expect(() => seedFigures(3, { ...json, accuracy: {} })).toThrow(/accuracy\.backbone/);
     expect(() => seedFigures(3, { ...json, trainer: {} })).toThrow(/trainer\.driftAlarms/);
+    expect(() => seedFigures(3, { ...json, finalHeadsFromTheStart: { macsSavedPct: "49" } })).toThrow(
+      /finalHeadsFromTheStart\.macsSavedPct/,
+    );
     expect(() => seedFigures(3, "not json")).toThrow(/macsSavedPct/);
   });
 });
