@@ -316,7 +316,7 @@ async function main(): Promise<void> {
   );
   if (fromTheStart) {
     log(
-      `final heads from the first frame, proven as the run proved them on its held-out frames as they came (flattering the answers, not the proof): MACs saved ${pct(fromTheStart.macsSavedPct)}, first exit at frame ${fromTheStart.firstExitFrame}; ${fromTheStart.exitShare
+      `final heads from the first frame, proven as the run proved them on its held-out frames as they came (flattering the answers, not the proof): MACs saved ${pct(fromTheStart.macsSavedPct)} (${pct(fromTheStart.freeEvidenceMacsSavedPct)} if the held-out frames cost nothing), first exit at frame ${fromTheStart.firstExitFrame}; ${fromTheStart.exitShare
         .flatMap((share, e) => (share > 0 ? [`exit ${e} answers ${pct(100 * share)}`] : []))
         .join(", ")}`,
     );

@@ -302,6 +302,12 @@ export type FromTheStartOptions = CalibrationTarget &
 /** The figures of `finalHeadsFromTheStart`. */
 export interface FromTheStart {
   macsSavedPct: number;
+  /**
+   * The same if evidence cost nothing: held-out frames answered like the
+   * others (they still prove the thresholds). What no schedule of this much
+   * evidence can beat.
+   */
+  freeEvidenceMacsSavedPct: number;
   /** First frame an exit answered (-1: none). */
   firstExitFrame: number;
   /** Per exit, the share of the stream it answered. */
@@ -341,28 +347,42 @@ export function finalHeadsFromTheStart(
   let evidence = 0;
   let firstExitFrame = -1;
   let spent = 0;
+  let spentFree = 0;
   for (let f = 0; f < count; f++) {
     if (f > 0 && f % options.publishEvery === 0) {
       // Frames arrive in order: the held-out frames before f are the first `evidence` of them.
       while (evidence < heldOut.length && heldOut[evidence]! < f) evidence++;
       thresholds = decide(heldOut.slice(0, evidence));
     }
-    let cost = full;
+    // The heads a frame pays for on its way, and the exit that answers it (-1: none).
+    let headsPaid = 0;
+    let openHeads = 0;
+    let exit = -1;
     for (let e = 0; e < exitCount; e++) {
       const t = thresholds[e];
       if (t === null || t === undefined) continue;
-      cost += headMacs[e]!;
-      if (isHeldOut[f] || answers.confidence[e]![f]! < t) continue;
-      // An audited answer runs the rest of the backbone too.
-      cost += (1 - options.auditRate) * (through[e]! - full);
-      answered[e]!++;
-      if (firstExitFrame < 0) firstExitFrame = f;
-      break;
+      openHeads += headMacs[e]!;
+      if (exit >= 0) continue;
+      headsPaid += headMacs[e]!;
+      if (answers.confidence[e]![f]! >= t) exit = e;
     }
-    spent += cost;
+    // An audited answer runs the rest of the backbone too.
+    const early =
+      exit < 0 ? full + headsPaid : full + headsPaid - (1 - options.auditRate) * (full - through[exit]!);
+    spentFree += early;
+    if (isHeldOut[f]) {
+      // A held-out frame runs the whole backbone whatever the exits say, past every open head.
+      spent += full + openHeads;
+      continue;
+    }
+    spent += early;
+    if (exit < 0) continue;
+    answered[exit]!++;
+    if (firstExitFrame < 0) firstExitFrame = f;
   }
   return {
     macsSavedPct: 100 * (1 - spent / (count * full)),
+    freeEvidenceMacsSavedPct: 100 * (1 - spentFree / (count * full)),
     firstExitFrame,
     exitShare: answered.map((a) => a / count),
   };

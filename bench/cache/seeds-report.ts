@@ -25,6 +25,8 @@ export interface SeedFigures {
    * nothing was held out, and in reports made before it was recorded.
    */
   fromTheStartMacsSavedPct?: number;
+  /** The same if the held-out frames had cost nothing (absent as above). */
+  freeEvidenceMacsSavedPct?: number;
   throughputRatio: number;
   /**
    * Drift alarms the shadow audit raised: each closes every exit and drops
@@ -44,7 +46,7 @@ export function seedFigures(seed: number, json: unknown): SeedFigures {
     accuracy?: { backbone?: unknown; cached?: unknown };
     firstExitFrame?: unknown;
     thresholdOracle?: { heldOut?: { macsSavedPct?: unknown } };
-    finalHeadsFromTheStart?: { macsSavedPct?: unknown };
+    finalHeadsFromTheStart?: { macsSavedPct?: unknown; freeEvidenceMacsSavedPct?: unknown };
     throughput?: { ratio?: unknown };
     trainer?: { driftAlarms?: unknown };
   };
@@ -54,6 +56,7 @@ export function seedFigures(seed: number, json: unknown): SeedFigures {
   };
   const oracle = r.thresholdOracle?.heldOut?.macsSavedPct;
   const fromTheStart = r.finalHeadsFromTheStart?.macsSavedPct;
+  const freeEvidence = r.finalHeadsFromTheStart?.freeEvidenceMacsSavedPct;
   return {
     seed,
     macsSavedPct: num(r.macsSavedPct, "macsSavedPct"),
@@ -66,6 +69,10 @@ export function seedFigures(seed: number, json: unknown): SeedFigures {
       oracle === undefined ? undefined : num(oracle, "thresholdOracle.heldOut.macsSavedPct"),
     fromTheStartMacsSavedPct:
       fromTheStart === undefined ? undefined : num(fromTheStart, "finalHeadsFromTheStart.macsSavedPct"),
+    freeEvidenceMacsSavedPct:
+      freeEvidence === undefined
+        ? undefined
+        : num(freeEvidence, "finalHeadsFromTheStart.freeEvidenceMacsSavedPct"),
     throughputRatio: num(r.throughput?.ratio, "throughput.ratio"),
     driftAlarms: num(r.trainer?.driftAlarms, "trainer.driftAlarms"),
   };
@@ -147,6 +154,7 @@ export const FIGURES: readonly { name: FigureName; label: string; digits: number
   { name: "firstExitFrame", label: "first exit open at frame", digits: 0 },
   { name: "heldOutOracleMacsSavedPct", label: "held-out thresholds oracle %", digits: 2 },
   { name: "fromTheStartMacsSavedPct", label: "final heads from the start %", digits: 2 },
+  { name: "freeEvidenceMacsSavedPct", label: "  the same, evidence free %", digits: 2 },
   { name: "throughputRatio", label: "throughput ratio", digits: 2 },
   { name: "driftAlarms", label: "drift alarms", digits: 0 },
 ];
@@ -155,6 +163,7 @@ export const FIGURES: readonly { name: FigureName; label: string; digits: number
 const OPTIONAL: ReadonlySet<FigureName> = new Set([
   "heldOutOracleMacsSavedPct",
   "fromTheStartMacsSavedPct",
+  "freeEvidenceMacsSavedPct",
   "driftAlarms",
 ]);
 

@@ -44,6 +44,8 @@ describe("finalHeadsFromTheStart", () => {
     // the other 1,100 leave at exit 0 (13 + 1).
     const spent = 600 * 100 + 300 * 101 + 1100 * 14;
     expect(result.macsSavedPct).toBeCloseTo(100 * (1 - spent / 200_000), 10);
+    // Were evidence free, the 300 held-out frames from 600 on would leave at exit 0 too.
+    expect(result.freeEvidenceMacsSavedPct).toBeCloseTo(100 * (1 - (600 * 100 + 1400 * 14) / 200_000), 10);
     // Frame 600 is held out: the first early answer is the frame after it.
     expect(result.firstExitFrame).toBe(601);
     expect(result.exitShare).toEqual([1100 / 2000]);
@@ -62,6 +64,7 @@ describe("finalHeadsFromTheStart", () => {
     const { answers, backbone } = stream(2000, (f) => f % 10 === 0);
     const result = finalHeadsFromTheStart(macs, answers, backbone, options, everyOther(0, 1200));
     expect(result.macsSavedPct).toBe(0);
+    expect(result.freeEvidenceMacsSavedPct).toBe(0);
     expect(result.firstExitFrame).toBe(-1);
     expect(result.exitShare).toEqual([0]);
   });
@@ -78,6 +81,36 @@ describe("finalHeadsFromTheStart", () => {
     // An early answer costs 101 - 87 on average when half of them run the rest (87 MACs) anyway.
     const spent = 600 * 100 + 300 * 101 + 1100 * (101 - 0.5 * 87);
     expect(result.macsSavedPct).toBeCloseTo(100 * (1 - spent / 200_000), 10);
+    const free = 600 * 100 + 1400 * (101 - 0.5 * 87);
+    expect(result.freeEvidenceMacsSavedPct).toBeCloseTo(100 * (1 - free / 200_000), 10);
+  });
+
+  it("answers at the first open exit that is sure, paying every head on the way", () => {
+    // Exit 0 is sure and right on the even frames, unsure and wrong on the odd ones; exit 1 (after
+    // 50 MACs, head 2) is sure and right on every frame.
+    const count = 4000;
+    const backbone = Array.from({ length: count }, (_, f) => f % 10);
+    const answers: HeadAnswers = {
+      labels: [
+        Int32Array.from(backbone, (l, f) => (f % 2 === 0 ? l : (l + 1) % 10)),
+        Int32Array.from(backbone),
+      ],
+      confidence: [
+        Float32Array.from({ length: count }, (_, f) => (f % 2 === 0 ? 0.99 : 0.2)),
+        new Float32Array(count).fill(0.99),
+      ],
+    };
+    const two: ExitMacs = { full: 100, through: [13, 50], heads: [1, 2] };
+    // Frames 0-1,199 held out. At frame 400 exit 0 proves nothing yet (200 sure frames), so exit 1
+    // sees all 400 and opens; at frame 600, 300 even ones prove exit 0 and the 300 odd ones it leaves
+    // keep exit 1 open.
+    const heldOut = Array.from({ length: 1200 }, (_, f) => f);
+    const result = finalHeadsFromTheStart(two, answers, backbone, options, heldOut);
+    expect(result.firstExitFrame).toBe(1200);
+    expect(result.exitShare).toEqual([1400 / count, 1400 / count]);
+    // Held-out frames pay every open head; even frames leave at exit 0, odd ones at exit 1 after both heads.
+    const spent = 400 * 100 + 200 * (100 + 2) + 600 * (100 + 3) + 1400 * (13 + 1) + 1400 * (50 + 1 + 2);
+    expect(result.macsSavedPct).toBeCloseTo(100 * (1 - spent / (count * 100)), 10);
   });
 
   it("does not open an exit that costs more than it saves", () => {

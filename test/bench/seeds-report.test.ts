@@ -69,7 +69,7 @@ describe("seedFigures", () => {
     accuracy: { backbone: 0.9413, cached: 0.9402 },
     firstExitFrame: 801,
     thresholdOracle: { heldOut: { macsSavedPct: 74.87 }, wholeStream: { macsSavedPct: 80.82 } },
-    finalHeadsFromTheStart: { macsSavedPct: 49.55, firstExitFrame: 801 },
+    finalHeadsFromTheStart: { macsSavedPct: 49.55, freeEvidenceMacsSavedPct: 54.98, firstExitFrame: 801 },
     throughput: { ratio: 0.71 },
     trainer: { driftAlarms: 0, steps: 983 },
   };
@@ -80,6 +80,7 @@ describe("seedFigures", () => {
     expect(f.accuracyDropPts).toBeCloseTo(0.11, 10);
     expect(f.heldOutOracleMacsSavedPct).toBe(74.87);
     expect(f.fromTheStartMacsSavedPct).toBe(49.55);
+    expect(f.freeEvidenceMacsSavedPct).toBe(54.98);
   });
 
   it("leaves the held-out figures out when the run held nothing out", () => {
@@ -87,6 +88,7 @@ describe("seedFigures", () => {
     const f = seedFigures(2, { ...none, thresholdOracle: { wholeStream: { macsSavedPct: 80 } } });
     expect(f.heldOutOracleMacsSavedPct).toBeUndefined();
     expect(f.fromTheStartMacsSavedPct).toBeUndefined();
+    expect(f.freeEvidenceMacsSavedPct).toBeUndefined();
   });
 
   it("names the figure a malformed result lacks", () => {
