@@ -23,11 +23,12 @@
  * back. Only errors that are not Redis's (a bug in training) reach the caller.
  */
 import type { CacheOptions } from "../cache/options.ts";
-import type { StepBudget } from "../cache/trainer.ts";
+import type { HeadTrainer, StepBudget } from "../cache/trainer.ts";
 import { OnlineCache } from "../cache/online-cache.ts";
 import type { CacheSnapshot } from "../cache/state.ts";
 import { isLayercacheError } from "../errors/index.ts";
 import type { SegmentedBackbone } from "../model/backbone.ts";
+import type { TrainingExample } from "../state/example-codec.ts";
 import type { ExampleConsumer } from "../state/example-consumer.ts";
 import { EvidenceLog } from "../state/evidence.ts";
 import type { ExampleSink } from "../state/examples.ts";
@@ -101,6 +102,9 @@ export class CacheSharing {
   private received = 0;
   private auditsReceived = 0;
   private driftAlarms = 0;
+  /** Entries read from Redis that were skipped, and examples the trainers here left out (SharingStatus). */
+  private examplesInvalid = 0;
+  private examplesRejected = 0;
   /** Entries the last step took from the stream. */
   private lastTaken = 0;
   private adopted = 0;
@@ -306,7 +310,7 @@ export class CacheSharing {
     // A trainer that resumes keeps its own calibration set: no need to read the evidence back.
     const taken = this.cache.resumes(startVersion) ? [] : await this.readEvidence();
     const how = this.cache.becomeTrainer(startVersion, (trainer) => {
-      for (const example of taken) deliverExample(trainer, example, this.options.temperature);
+      for (const example of taken) this.deliver(trainer, example);
     });
     this.cache.trainer.evidence = this.evidence;
     this.trainingToken = token;
@@ -330,7 +334,9 @@ export class CacheSharing {
   /** The last trainer's held-out frames (none if Redis cannot give them: the trainer gathers its own). */
   private async readEvidence() {
     try {
-      return (await this.evidence.readAll()).examples;
+      const { examples, invalid } = await this.evidence.readAll();
+      this.examplesInvalid += invalid;
+      return examples;
     } catch (err) {
       if (!isLayercacheError(err)) throw err;
       this.trouble("cannot read the calibration evidence; gathering it again", err.message);
@@ -377,15 +383,23 @@ export class CacheSharing {
         const { exit, agreed, lenient, headsVersion } = entry.record;
         trainer.takeAudit(exit, agreed, lenient, headsVersion);
       } else {
-        deliverExample(trainer, entry.example, this.options.temperature);
+        this.deliver(trainer, entry.example);
       }
     }
+  }
+
+  /** One example to the trainer, counting it if the trainer leaves it out (trainer.ts, `acceptable`). */
+  private deliver(trainer: HeadTrainer, example: TrainingExample): void {
+    const before = trainer.stats.rejected;
+    deliverExample(trainer, example, this.options.temperature);
+    this.examplesRejected += trainer.stats.rejected - before;
   }
 
   /** Hands the trainer the examples and audit verdicts other replicas forwarded. */
   private async takeExamples(): Promise<void> {
     if (!this.consumer) return;
     let examples;
+    const invalidBefore = this.consumer.stats.invalid;
     try {
       examples = await this.consumer.read();
     } catch (err) {
@@ -393,6 +407,7 @@ export class CacheSharing {
       this.trouble("cannot read forwarded examples", err.message);
       return;
     }
+    this.examplesInvalid += this.consumer.stats.invalid - invalidBefore;
     this.lastTaken = examples.length;
     const trainer = this.cache.trainer;
     for (const entry of examples) {
@@ -403,7 +418,7 @@ export class CacheSharing {
         trainer.takeAudit(entry.exit, entry.agreed, entry.lenient, entry.headsVersion);
         this.auditsReceived++;
       } else {
-        deliverExample(trainer, entry, this.options.temperature);
+        this.deliver(trainer, entry);
         this.received++;
       }
     }
@@ -443,6 +458,8 @@ export class CacheSharing {
       examplesReceived: this.received,
       auditsReceived: this.auditsReceived,
       driftAlarms: this.driftAlarms,
+      examplesInvalid: this.examplesInvalid,
+      examplesRejected: this.examplesRejected,
     };
   }
 

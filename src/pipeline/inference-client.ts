@@ -35,6 +35,8 @@ export class InferenceClient {
   sharing: SharingStatus | undefined;
   /** Drift alarms of a thread that learns alone, as last reported (sharing, `sharing.driftAlarms` counts them). */
   driftAlarms = 0;
+  /** Examples its trainer left out, likewise (sharing, `sharing.examplesRejected`). */
+  examplesRejected = 0;
   private readonly pending = new Map<number, Pending>();
   private seq = 0;
   private failure: LayercacheError | undefined;
@@ -138,8 +140,9 @@ export class InferenceClient {
       else p.reject(fromWireError(m.error, "inference"));
     } else if (m.type === "sharing") {
       this.sharing = m.status;
-    } else if (m.type === "drift") {
-      this.driftAlarms = m.alarms;
+    } else if (m.type === "learning") {
+      this.driftAlarms = m.driftAlarms;
+      this.examplesRejected = m.examplesRejected;
     } else if (m.type === "fatal") {
       this.fail(fromWireError(m.error, "inference thread"));
     } else if (m.type === "closed") {

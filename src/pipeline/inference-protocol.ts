@@ -55,6 +55,17 @@ export interface SharingStatus {
   auditsReceived: number;
   /** Drift alarms the shadow audit raised while this replica trained (docs/cache.md). */
   driftAlarms: number;
+  /**
+   * Entries read from Redis while training (forwarded examples and audits,
+   * the calibration evidence of a trainer before) that could not be decoded
+   * or do not fit this model: skipped, and logged with their stream ids.
+   */
+  examplesInvalid: number;
+  /**
+   * Examples the trainer left out: non-finite features or logits, or a
+   * target that is not a distribution (cache/trainer.ts).
+   */
+  examplesRejected: number;
 }
 
 /** What the main thread needs to know about the model the thread loaded. */
@@ -112,8 +123,12 @@ export type FromInference =
   /** `audit`: the exits whose audit changed with this batch, if any did. */
   | { type: "result"; seq: number; outcomes: OutcomeColumns; audit?: ExitAudit[] }
   | { type: "failed"; seq: number; error: WireError }
-  /** Learning alone: the shadow audit raised a drift alarm; `alarms` so far. (Shared, SharingStatus counts them.) */
-  | { type: "drift"; alarms: number }
+  /**
+   * Learning alone, when a total changed: drift alarms the shadow audit
+   * raised and examples the trainer left out, so far. (Shared, SharingStatus
+   * counts them.)
+   */
+  | { type: "learning"; driftAlarms: number; examplesRejected: number }
   /** Sharing the cache: sent when it changed (after batches, and while idle). */
   | { type: "sharing"; status: SharingStatus }
   /** The thread cannot go on (model failed to load, learning failed). */

@@ -143,6 +143,8 @@ class InferenceServer {
   private sharingSent = "";
   /** Drift alarms raised here while learning alone (shared, CacheSharing counts them). */
   private driftAlarms = 0;
+  /** Examples the trainer left out while learning alone, as last reported. */
+  private examplesRejected = 0;
   /** Batches answered under load since learning last ran. */
   private underLoad = 0;
   private readonly idleTimer: NodeJS.Timeout | undefined;
@@ -252,11 +254,7 @@ class InferenceServer {
     try {
       const published = await (sharing ? sharing.maintain() : cache.maintain());
       // Shared, the sharing step logs the trainer's alarms itself.
-      const drift = sharing ? undefined : cache.newDriftAlarm();
-      if (drift) {
-        this.log.warn({ headsVersion: cache.engine.version }, drift);
-        this.post({ type: "drift", alarms: ++this.driftAlarms });
-      }
+      if (!sharing) this.reportLearning();
       this.noteHeads(published);
     } catch (err) {
       this.log.error({ err }, "cache maintenance failed");
@@ -276,6 +274,20 @@ class InferenceServer {
   }
 
   /** Logs a change of the heads that answer: published here, or adopted from the fleet. */
+  /** Learning alone: logs a new drift alarm, and reports the totals when one changed. */
+  private reportLearning(): void {
+    const { cache } = this.loaded;
+    const drift = cache.newDriftAlarm();
+    if (drift) {
+      this.log.warn({ headsVersion: cache.engine.version }, drift);
+      this.driftAlarms++;
+    }
+    const rejected = cache.trainer.stats.rejected;
+    if (!drift && rejected === this.examplesRejected) return;
+    this.examplesRejected = rejected;
+    this.post({ type: "learning", driftAlarms: this.driftAlarms, examplesRejected: rejected });
+  }
+
   private noteHeads(published: CacheSnapshot | undefined): void {
     const current = this.loaded.cache.engine.current;
     if (current.version === this.headsVersion) return;

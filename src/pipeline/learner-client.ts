@@ -36,6 +36,8 @@ export const LEARNER_FIELDS = [
   "examplesReceived",
   "auditsReceived",
   "driftAlarms",
+  "examplesInvalid",
+  "examplesRejected",
   "snapshotVersion",
 ] as const satisfies readonly (keyof SharingStatus)[];
 

@@ -28,6 +28,8 @@ export interface GaugeSources {
   slo?(): number;
   /** Drift alarms the shadow audit raised where this replica trains (alone, or holding the lease). */
   driftAlarms?(): number;
+  /** Examples the trainer left out where this replica trains (cache/trainer.ts). */
+  examplesRejected?(): number;
 }
 
 /** The sharing totals exported as counters, with their metric names and help. */
@@ -47,6 +49,11 @@ const SHARING_TOTALS: [keyof SharingStatus, string, string][] = [
     "auditsReceived",
     "fleet_audits_received_total",
     "Other replicas' shadow audits taken into this trainer's drift check.",
+  ],
+  [
+    "examplesInvalid",
+    "examples_invalid_total",
+    "Entries read from Redis while training (forwarded examples and audits, calibration evidence) that could not be decoded or do not fit the model: skipped and logged.",
   ],
   ["adopted", "snapshots_adopted_total", "Shared cache snapshots adopted from the trainer."],
   ["published", "snapshots_published_total", "Cache snapshots this replica published as the trainer."],
@@ -232,6 +239,12 @@ export class WorkerMetrics implements StageObserver {
       "Drift alarms the shadow audit raised where this replica trains: the exits closed until proven again.",
       registers,
       () => sources.driftAlarms?.() ?? 0,
+    );
+    followTotal(
+      "examples_rejected_total",
+      "Examples the trainer left out where this replica trains: non-finite features or logits, or a target that is not a distribution.",
+      registers,
+      () => sources.examplesRejected?.() ?? 0,
     );
     new Gauge({
       name: "layercache_audit_window_frames",

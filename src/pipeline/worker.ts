@@ -115,6 +115,8 @@ class PipelineWorker implements RunningWorker {
       model: () => this.inference?.model,
       sharing: () => this.inference?.sharing,
       driftAlarms: () => (this.inference?.driftAlarms ?? 0) + (this.inference?.sharing?.driftAlarms ?? 0),
+      examplesRejected: () =>
+        (this.inference?.examplesRejected ?? 0) + (this.inference?.sharing?.examplesRejected ?? 0),
       slo: () => this.slo.strictness,
     });
     this.slo = new SloLoop({

@@ -139,6 +139,11 @@ export class FleetState {
     return this.connection.ready;
   }
 
+  /** The Redis client underneath, for a test that writes what no replica would. */
+  get client() {
+    return this.connection.client;
+  }
+
   async waitReady(timeoutMs = 10_000): Promise<void> {
     await this.connection.waitReady(timeoutMs);
   }

@@ -24,11 +24,17 @@ function status(over: Partial<SharingStatus> = {}): SharingStatus {
     examplesReceived: 0,
     auditsReceived: 0,
     driftAlarms: 0,
+    examplesInvalid: 0,
+    examplesRejected: 0,
     ...over,
   };
 }
 
-function metricsWith(sharing: () => SharingStatus | undefined, driftAlarms?: () => number): WorkerMetrics {
+function metricsWith(
+  sharing: () => SharingStatus | undefined,
+  driftAlarms?: () => number,
+  examplesRejected?: () => number,
+): WorkerMetrics {
   return new WorkerMetrics(config, {
     inFlight: () => 0,
     pausedPartitions: () => 0,
@@ -37,6 +43,7 @@ function metricsWith(sharing: () => SharingStatus | undefined, driftAlarms?: () 
     model: () => undefined,
     sharing,
     ...(driftAlarms ? { driftAlarms } : {}),
+    ...(examplesRejected ? { examplesRejected } : {}),
   });
 }
 
@@ -61,6 +68,7 @@ describe("sharing metrics", () => {
       examplesReceived: 64,
       auditsReceived: 5,
       driftAlarms: 1,
+      examplesInvalid: 4,
       adopted: 2,
       published: 1,
       snapshotVersion: 9,
@@ -75,6 +83,7 @@ describe("sharing metrics", () => {
     expect(metric(samples, "layercache_examples_received_total")).toBe(64);
     expect(metric(samples, "layercache_fleet_audits_received_total")).toBe(5);
     expect(metric(samples, "layercache_snapshots_published_total")).toBe(1);
+    expect(metric(samples, "layercache_examples_invalid_total")).toBe(4);
   });
 
   it("count drift alarms from the worker's total, and never go down", async () => {
@@ -93,6 +102,26 @@ describe("sharing metrics", () => {
     expect(metric(none, "layercache_drift_alarms_total")).toBe(0);
   });
 
+  it("count the examples the trainer left out from the worker's total", async () => {
+    let rejected = 5;
+    const metrics = metricsWith(
+      () => undefined,
+      undefined,
+      () => rejected,
+    );
+    const read = async () =>
+      metric(parseMetrics(await metrics.registry.metrics()), "layercache_examples_rejected_total");
+    expect(await read()).toBe(5);
+    rejected = 7;
+    expect(await read()).toBe(7);
+    expect(
+      metric(
+        parseMetrics(await metricsWith(() => undefined).registry.metrics()),
+        "layercache_examples_rejected_total",
+      ),
+    ).toBe(0);
+  });
+
   it("are all 0 on a worker that does not share", async () => {
     const samples = parseMetrics(await metricsWith(() => undefined).registry.metrics());
     for (const name of [
@@ -102,6 +131,7 @@ describe("sharing metrics", () => {
       "layercache_examples_forwarded_total",
       "layercache_examples_dropped_total",
       "layercache_examples_received_total",
+      "layercache_examples_invalid_total",
       "layercache_fleet_audits_received_total",
       "layercache_snapshots_adopted_total",
       "layercache_snapshots_published_total",
