@@ -13,7 +13,7 @@ import { table } from "../lib/stats.ts";
 import type { Progress } from "../lib/progress.ts";
 import type { ArmResult, Stream } from "./arms.ts";
 import { backboneArm, cacheArm, runArms } from "./arms.ts";
-import { armFigures, finalHeadAnswers, firstAgreeingOracle } from "./report.ts";
+import { armFigures, exitMacs, finalHeadAnswers, firstAgreeingOracle } from "./report.ts";
 
 export const COMPARED_KINDS: readonly HeadKind[] = ["mlp", "knn", "mlp+knn"];
 
@@ -77,8 +77,7 @@ export async function compareHeads(
       accuracy: f.accuracy.cached,
       macsSavedPct: f.macsSavedPct,
       oracleMacsSavedPct: firstAgreeingOracle(
-        model,
-        cache,
+        exitMacs(model, cache),
         await finalHeadAnswers(model, cache, stream),
         baseLabels,
       ),

@@ -170,22 +170,19 @@ async function main(): Promise<void> {
       : undefined;
   const profile = profileRows(cached.cache!.engine.profile);
   const answers = await finalHeadAnswers(model, cached.cache!, stream);
+  const macs = exitMacs(model, cached.cache!);
   // The frames no head learned from: what the final heads would do on new frames.
   const heldOut = cached.frames.flatMap((f, i) => (f.heldOut ? [i] : []));
-  const oracle = firstAgreeingOracle(model, cached.cache!, answers, baseLabels);
+  const oracle = firstAgreeingOracle(macs, answers, baseLabels);
   // Absent when nothing was held out (calibrationRate and warmupCalibrationRate set to 0).
   const anyHeldOut = heldOut.length > 0;
-  const oracleHeldOut = anyHeldOut
-    ? firstAgreeingOracle(model, cached.cache!, answers, baseLabels, heldOut)
-    : undefined;
+  const oracleHeldOut = anyHeldOut ? firstAgreeingOracle(macs, answers, baseLabels, heldOut) : undefined;
   const thresholds = {
-    heldOut: anyHeldOut
-      ? thresholdsOracle(model, cached.cache!, answers, baseLabels, options, heldOut)
-      : undefined,
-    wholeStream: thresholdsOracle(model, cached.cache!, answers, baseLabels, options),
+    heldOut: anyHeldOut ? thresholdsOracle(macs, answers, baseLabels, options, heldOut) : undefined,
+    wholeStream: thresholdsOracle(macs, answers, baseLabels, options),
   };
   const fromTheStart = anyHeldOut
-    ? finalHeadsFromTheStart(exitMacs(model, cached.cache!), answers, baseLabels, options, heldOut)
+    ? finalHeadsFromTheStart(macs, answers, baseLabels, options, heldOut)
     : undefined;
   const familiarity = finalHeadFamiliarity(cached, answers, baseLabels, FAMILIARITY_CONFIDENCE, heldOut);
   const evidence = evidenceCurve(answers, baseLabels, options, EVIDENCE_SIZES, EVIDENCE_DRAWS, seed, heldOut);

@@ -182,22 +182,20 @@ function allFrames(backboneLabels: readonly number[]): number[] {
  * the whole stream; the held-out frames are those no head trained on).
  */
 export function firstAgreeingOracle(
-  model: SegmentedBackbone,
-  cache: OnlineCache,
+  macs: ExitMacs,
   answers: HeadAnswers,
   backboneLabels: number[],
   frames: readonly number[] = allFrames(backboneLabels),
 ): number {
-  const heads = cache.engine.current.heads;
-  const full = model.manifest.full.macs;
-  const through = macsThroughExit(model);
+  const { full, through, heads } = macs;
   const count = nonEmpty(frames, "firstAgreeingOracle");
   let spent = 0;
   for (const f of frames) {
     let cost = full;
     for (let e = 0; e < heads.length; e++) {
-      if (!heads[e]) continue;
-      cost += heads[e]!.macs();
+      const head = heads[e];
+      if (head === null || head === undefined) continue;
+      cost += head;
       if (answers.labels[e]![f] === backboneLabels[f]) {
         cost += through[e]! - full;
         break;
@@ -229,16 +227,13 @@ export interface ThresholdsOracle {
  * new ones; on the held-out frames, which no head learned from, it does not.
  */
 export function thresholdsOracle(
-  model: SegmentedBackbone,
-  cache: OnlineCache,
+  macs: ExitMacs,
   answers: HeadAnswers,
   backboneLabels: number[],
   { targetAgreement, exitOverheadMacs }: Pick<CacheOptions, "targetAgreement" | "exitOverheadMacs">,
   frames: readonly number[] = allFrames(backboneLabels),
 ): ThresholdsOracle {
-  const heads = cache.engine.current.heads;
-  const full = model.manifest.full.macs;
-  const through = macsThroughExit(model);
+  const { full, through, heads } = macs;
   const count = nonEmpty(frames, "thresholdsOracle");
   let staying = [...frames];
   let spent = 0;
@@ -246,7 +241,8 @@ export function thresholdsOracle(
   const exits: ThresholdsOracle["exits"] = [];
   for (let e = 0; e < heads.length; e++) {
     const confidence = answers.confidence[e];
-    if (!heads[e] || !confidence || staying.length === 0) {
+    const headMacs = heads[e];
+    if (headMacs === null || headMacs === undefined || !confidence || staying.length === 0) {
       exits.push({ exit: e, threshold: null, share: 0 });
       continue;
     }
@@ -262,7 +258,6 @@ export function thresholdsOracle(
       }
       if (agreed >= targetAgreement * n) taken = n;
     }
-    const headMacs = heads[e]!.macs();
     const saves = taken * (full - through[e]!);
     if (taken === 0 || saves <= staying.length * (headMacs + exitOverheadMacs)) {
       exits.push({ exit: e, threshold: null, share: 0 });
