@@ -58,7 +58,7 @@ export interface SharingStatus {
   /**
    * Entries read from Redis while training (forwarded examples and audits,
    * the calibration evidence of a trainer before) that could not be decoded
-   * or do not fit this model: skipped, and logged with their stream ids.
+   * or do not fit this model: skipped, and logged.
    */
   examplesInvalid: number;
   /**

@@ -273,7 +273,6 @@ class InferenceServer {
     }
   }
 
-  /** Logs a change of the heads that answer: published here, or adopted from the fleet. */
   /** Learning alone: logs a new drift alarm, and reports the totals when one changed. */
   private reportLearning(): void {
     const { cache } = this.loaded;
@@ -288,6 +287,7 @@ class InferenceServer {
     this.post({ type: "learning", driftAlarms: this.driftAlarms, examplesRejected: rejected });
   }
 
+  /** Logs a change of the heads that answer: published here, or adopted from the fleet. */
   private noteHeads(published: CacheSnapshot | undefined): void {
     const current = this.loaded.cache.engine.current;
     if (current.version === this.headsVersion) return;
