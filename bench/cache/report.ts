@@ -311,14 +311,16 @@ export interface FromTheStart {
 
 /**
  * What the proof allows with the run's own evidence if the heads had been
- * the final ones from the first frame. Every `publishEvery` frames the exits
- * are decided as the trainer decides them (the planner's cascade: the bound,
+ * the final ones from the first frame. Every `publishEvery` frames (the run
+ * itself waits `steadyPublishEvery` once its heads train at the steady rate)
+ * the exits are decided as the trainer decides them (the planner's cascade: the bound,
  * the frames that reach each exit, the exit selection), on the held-out frames
  * of the run that had arrived by then (`heldOut`, in stream order), scored by
  * the final heads; until the next decision every other frame leaves at the
  * first open exit whose final head is sure enough, paying the heads on the
  * way. Held-out frames run the whole backbone, as in the run, and so does a
- * share `auditRate` of the early answers (charged on average). Learning faster
+ * share `auditRate` of the early answers (charged on average); no drift alarm
+ * drops the evidence, and `calibrationCapacity` does not cap it. Learning faster
  * cannot do better than this with the same evidence, at the final heads'
  * quality: above it the gap is the proof and the evidence schedule. It
  * flatters the heads on the frames they answer, most of which they learned
