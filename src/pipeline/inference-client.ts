@@ -9,6 +9,7 @@ import { LayercacheError } from "../errors/index.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import type {
   ExitAudit,
+  ExitState,
   FromInference,
   InferenceInit,
   ModelInfo,
@@ -37,6 +38,8 @@ export class InferenceClient {
   driftAlarms = 0;
   /** Examples its trainer left out, likewise (sharing, `sharing.examplesRejected`). */
   examplesRejected = 0;
+  /** The exits of the heads that answer, as last reported (empty until the first heads). */
+  exits: readonly ExitState[] = [];
   private readonly pending = new Map<number, Pending>();
   private seq = 0;
   private failure: LayercacheError | undefined;
@@ -140,6 +143,8 @@ export class InferenceClient {
       else p.reject(fromWireError(m.error, "inference"));
     } else if (m.type === "sharing") {
       this.sharing = m.status;
+    } else if (m.type === "exits") {
+      this.exits = m.exits;
     } else if (m.type === "learning") {
       this.driftAlarms = m.driftAlarms;
       this.examplesRejected = m.examplesRejected;

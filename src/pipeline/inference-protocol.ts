@@ -104,6 +104,16 @@ export interface ExitAudit {
   agreed: number;
 }
 
+/** One exit as the heads that answer now decide it (the planner's decision, without its evidence). */
+export interface ExitState {
+  exit: number;
+  open: boolean;
+  /** Confidence at or above which the exit answers; null while closed. */
+  threshold: number | null;
+  /** Why it is open or closed, in words (planner.ts). */
+  reason: string;
+}
+
 export interface WireError {
   code: ErrorCode;
   message: string;
@@ -129,6 +139,8 @@ export type FromInference =
    * counts them.)
    */
   | { type: "learning"; driftAlarms: number; examplesRejected: number }
+  /** The exits of the heads that answer, sent when the heads version changed. */
+  | { type: "exits"; headsVersion: number; exits: ExitState[] }
   /** Sharing the cache: sent when it changed (after batches, and while idle). */
   | { type: "sharing"; status: SharingStatus }
   /** The thread cannot go on (model failed to load, learning failed). */

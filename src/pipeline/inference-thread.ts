@@ -138,6 +138,8 @@ class InferenceServer {
   private closing = false;
   private openExits = 0;
   private headsVersion: number;
+  /** Heads version whose exits the main thread was last told of (-1: none yet). */
+  private exitsSent = -1;
   /** Audits recorded per exit as of the last result (only changed exits are sent). */
   private readonly auditedSent: number[] = [];
   private sharingSent = "";
@@ -290,6 +292,17 @@ class InferenceServer {
   /** Logs a change of the heads that answer: published here, or adopted from the fleet. */
   private noteHeads(published: CacheSnapshot | undefined): void {
     const current = this.loaded.cache.engine.current;
+    if (current.version !== this.exitsSent) {
+      // The heads the thread started with too, after its first batch.
+      this.exitsSent = current.version;
+      const exits = current.decisions.map(({ exit, open, threshold, reason }) => ({
+        exit,
+        open,
+        threshold,
+        reason,
+      }));
+      this.post({ type: "exits", headsVersion: current.version, exits });
+    }
     if (current.version === this.headsVersion) return;
     this.headsVersion = current.version;
     const open = current.decisions.filter((d) => d.open).length;

@@ -12,7 +12,7 @@ import type { Config } from "../config/index.ts";
 import type { TransactionResult } from "../transport/kafka/transactions.ts";
 import type { ControlAction, ControlStep } from "../slo/controller.ts";
 import type { StageObserver } from "./frame-stage.ts";
-import type { ExitAudit, ModelInfo, OutcomeColumns, SharingStatus } from "./inference-protocol.ts";
+import type { ExitAudit, ExitState, ModelInfo, OutcomeColumns, SharingStatus } from "./inference-protocol.ts";
 
 /** What the gauges read at scrape time; each returns nothing useful until the worker has it. */
 export interface GaugeSources {
@@ -21,6 +21,8 @@ export interface GaugeSources {
   /** Per assigned partition of the frames topic. */
   lag(): ReadonlyMap<number, number>;
   audit(): Iterable<ExitAudit>;
+  /** The exits of the heads that answer now. */
+  exits?(): Iterable<ExitState>;
   model(): ModelInfo | undefined;
   /** Sharing the cache through Redis, as last reported; undefined when the replica does not share. */
   sharing?(): SharingStatus | undefined;
@@ -231,6 +233,27 @@ export class WorkerMetrics implements StageObserver {
         this.reset();
         for (const a of sources.audit())
           if (a.windowAudited > 0) this.set({ exit: exitLabel(a.exit) }, a.windowAgreed / a.windowAudited);
+      },
+    });
+    new Gauge({
+      name: "layercache_exit_open",
+      help: "1 while the exit is open (its head may answer), 0 while closed; the heads that answer now.",
+      labelNames: ["exit"],
+      registers,
+      collect() {
+        this.reset();
+        for (const e of sources.exits?.() ?? []) this.set({ exit: exitLabel(e.exit) }, e.open ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: "layercache_exit_threshold",
+      help: "Confidence at or above which an open exit answers, proven on held-out frames (absent while closed).",
+      labelNames: ["exit"],
+      registers,
+      collect() {
+        this.reset();
+        for (const e of sources.exits?.() ?? [])
+          if (e.open && e.threshold !== null) this.set({ exit: exitLabel(e.exit) }, e.threshold);
       },
     });
     this.sharingMetrics(sources, registers);

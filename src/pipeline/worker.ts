@@ -112,6 +112,7 @@ class PipelineWorker implements RunningWorker {
       pausedPartitions: () => this.consumer?.pausedCount ?? 0,
       lag: () => this.consumer?.lag ?? new Map<number, number>(),
       audit: () => this.inference?.audit.values() ?? [],
+      exits: () => this.inference?.exits ?? [],
       model: () => this.inference?.model,
       sharing: () => this.inference?.sharing,
       driftAlarms: () => (this.inference?.driftAlarms ?? 0) + (this.inference?.sharing?.driftAlarms ?? 0),

@@ -82,6 +82,14 @@ describe("InferenceClient", () => {
         audited += outcomes.audited.reduce((a, v) => a + v, 0);
       }
       expect(audited).toBeGreaterThanOrEqual(5);
+      // The exits of the heads that answered came along: one state per exit, thresholds only on open ones.
+      expect(client.exits.map((e) => e.exit)).toEqual([...Array(client.model.exits).keys()]);
+      expect(client.exits.some((e) => e.open)).toBe(true);
+      for (const e of client.exits) {
+        if (e.open) expect(e.threshold).toBeGreaterThan(0);
+        else expect(e.threshold).toBeNull();
+        expect(e.reason.length).toBeGreaterThan(0);
+      }
       const audits = [...client.audit.values()];
       // Every audited frame is one audit of the exit that was confident about it.
       expect(audits.reduce((a, e) => a + e.audited, 0)).toBe(audited);

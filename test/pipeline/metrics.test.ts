@@ -112,6 +112,14 @@ describe.each(["at-least-once", "exactly-once"] as const)("telemetry, %s (worker
         expect(metric(samples, "layercache_exit_hits_total", { exit: String(e) })).toBe(
           delivered.filter((p) => p.exit === e).length,
         );
+      // Every exit's state is there; a threshold only where it is open.
+      for (let e = 0; e < worker.model.exits; e++) {
+        const open = metric(samples, "layercache_exit_open", { exit: String(e) });
+        expect([0, 1], `exit ${e}`).toContain(open);
+        const threshold = metric(samples, "layercache_exit_threshold", { exit: String(e) });
+        if (open === 1) expect(threshold).toBeGreaterThan(0);
+        else expect(threshold).toBeUndefined();
+      }
       expect(metric(samples, "layercache_audited_frames_total")).toBe(
         delivered.filter((p) => p.audited).length,
       );

@@ -1,7 +1,7 @@
 /** The worker's metric definitions on their own: what the stage reports, and gauges read at scrape time. */
 import { describe, expect, it } from "vitest";
 import type { Prediction } from "../../src/codec/prediction.ts";
-import type { ExitAudit, ModelInfo } from "../../src/pipeline/inference-protocol.ts";
+import type { ExitAudit, ExitState, ModelInfo } from "../../src/pipeline/inference-protocol.ts";
 import { WorkerMetrics } from "../../src/pipeline/metrics.ts";
 import { metric, parseMetrics } from "../helpers/prometheus.ts";
 
@@ -90,6 +90,40 @@ describe("WorkerMetrics", () => {
 
     inFlight = 0;
     expect(metric(parseMetrics(await metrics.registry.metrics()), "layercache_in_flight_frames")).toBe(0);
+  });
+
+  it("shows which exits are open, and at what threshold, for the heads that answer now", async () => {
+    let exits: ExitState[] = [];
+    const metrics = new WorkerMetrics(
+      { workerId: "w", delivery: "at-least-once" },
+      {
+        inFlight: () => 0,
+        pausedPartitions: () => 0,
+        lag: () => new Map(),
+        audit: () => [],
+        model: () => model,
+        exits: () => exits,
+      },
+    );
+    // Before the first heads: nothing to show.
+    let samples = parseMetrics(await metrics.registry.metrics());
+    expect(metric(samples, "layercache_exit_open", { exit: "0" })).toBeUndefined();
+    exits = [
+      { exit: 0, open: true, threshold: 0.941, reason: "agreement >= 0.9900 proven on 1049 of 1457 frames" },
+      { exit: 1, open: false, threshold: null, reason: "cannot prove agreement >= 0.99 at any threshold" },
+      { exit: 2, open: true, threshold: 0.87, reason: "agreement >= 0.9901 proven on 300 of 420 frames" },
+    ];
+    samples = parseMetrics(await metrics.registry.metrics());
+    expect(metric(samples, "layercache_exit_open", { exit: "0" })).toBe(1);
+    expect(metric(samples, "layercache_exit_open", { exit: "1" })).toBe(0);
+    expect(metric(samples, "layercache_exit_threshold", { exit: "0" })).toBeCloseTo(0.941, 10);
+    expect(metric(samples, "layercache_exit_threshold", { exit: "1" })).toBeUndefined();
+    expect(metric(samples, "layercache_exit_threshold", { exit: "2" })).toBeCloseTo(0.87, 10);
+    // A drift alarm closes every exit: the thresholds go.
+    exits = exits.map((e) => ({ ...e, open: false, threshold: null }));
+    samples = parseMetrics(await metrics.registry.metrics());
+    expect(metric(samples, "layercache_exit_open")).toBe(0);
+    expect(metric(samples, "layercache_exit_threshold", { exit: "0" })).toBeUndefined();
   });
 
   it("counts predictions answered from the exact cache", async () => {
