@@ -2,6 +2,7 @@
 import { describe, expect, it } from "vitest";
 import type { Prediction } from "../../src/codec/prediction.ts";
 import type { ExitAudit, ExitState, ModelInfo } from "../../src/pipeline/inference-protocol.ts";
+import type { GaugeSources } from "../../src/pipeline/metrics.ts";
 import { WorkerMetrics } from "../../src/pipeline/metrics.ts";
 import { metric, parseMetrics } from "../helpers/prometheus.ts";
 
@@ -34,6 +35,21 @@ function prediction(over: Partial<Prediction>): Prediction {
     exactHit: false,
     ...over,
   };
+}
+
+/** Metrics of an idle at-least-once worker with the model loaded, and any other gauge sources given. */
+function idleMetrics(sources: Partial<GaugeSources> = {}): WorkerMetrics {
+  return new WorkerMetrics(
+    { workerId: "w", delivery: "at-least-once" },
+    {
+      inFlight: () => 0,
+      pausedPartitions: () => 0,
+      lag: () => new Map(),
+      audit: () => [],
+      model: () => model,
+      ...sources,
+    },
+  );
 }
 
 describe("WorkerMetrics", () => {
@@ -94,17 +110,7 @@ describe("WorkerMetrics", () => {
 
   it("shows which exits are open, and at what threshold, for the heads that answer now", async () => {
     let exits: ExitState[] = [];
-    const metrics = new WorkerMetrics(
-      { workerId: "w", delivery: "at-least-once" },
-      {
-        inFlight: () => 0,
-        pausedPartitions: () => 0,
-        lag: () => new Map(),
-        audit: () => [],
-        model: () => model,
-        exits: () => exits,
-      },
-    );
+    const metrics = idleMetrics({ exits: () => exits });
     // Before the first heads: nothing to show.
     let samples = parseMetrics(await metrics.registry.metrics());
     expect(metric(samples, "layercache_exit_open", { exit: "0" })).toBeUndefined();
@@ -127,16 +133,7 @@ describe("WorkerMetrics", () => {
   });
 
   it("counts predictions answered from the exact cache", async () => {
-    const metrics = new WorkerMetrics(
-      { workerId: "w", delivery: "at-least-once" },
-      {
-        inFlight: () => 0,
-        pausedPartitions: () => 0,
-        lag: () => new Map(),
-        audit: () => [],
-        model: () => model,
-      },
-    );
+    const metrics = idleMetrics();
     expect(metric(parseMetrics(await metrics.registry.metrics()), "layercache_exact_hits_total")).toBe(0);
     metrics.predicted(prediction({ exit: 1, exactHit: true, macs: 0, macsSaved: 1000 }));
     metrics.predicted(prediction({ exactHit: true, macs: 0, macsSaved: 1000 }));
