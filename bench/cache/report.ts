@@ -5,6 +5,7 @@ import type { CacheOptions } from "../../src/cache/options.ts";
 import type { CalibrationTarget, ExitScores } from "../../src/cache/calibration.ts";
 import { calibrateExit } from "../../src/cache/calibration.ts";
 import { cascade } from "../../src/cache/planner.ts";
+import { remainingMacs } from "../../src/cache/trainer.ts";
 import { SeededRandom } from "../../src/cache/random.ts";
 import type { SegmentedBackbone } from "../../src/model/backbone.ts";
 import type { LatencySummary } from "../lib/stats.ts";
@@ -278,6 +279,8 @@ export interface ExitMacs {
   full: number;
   /** Per exit, the backbone up to it. */
   through: readonly number[];
+  /** Per exit, the backbone after it: what an early answer skips, as the trainer's exit selection counts it. */
+  remaining: readonly number[];
   /** Per exit, its final head (null: none). */
   heads: readonly (number | null)[];
 }
@@ -286,6 +289,7 @@ export function exitMacs(model: SegmentedBackbone, cache: OnlineCache): ExitMacs
   return {
     full: model.manifest.full.macs,
     through: macsThroughExit(model),
+    remaining: remainingMacs(model.manifest),
     heads: cache.engine.current.heads.map((h) => (h ? h.macs() : null)),
   };
 }
@@ -334,7 +338,7 @@ export function finalHeadsFromTheStart(
   heldOut: readonly number[],
 ): FromTheStart {
   const { full, through, heads: headMacs } = macs;
-  const costs = { remainingMacs: through.map((t) => full - t), overheadMacs: options.exitOverheadMacs };
+  const costs = { remainingMacs: macs.remaining, overheadMacs: options.exitOverheadMacs };
   const count = nonEmpty(backboneLabels, "finalHeadsFromTheStart");
   const isHeldOut = new Uint8Array(count);
   for (const f of heldOut) isHeldOut[f] = 1;

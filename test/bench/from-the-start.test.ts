@@ -18,7 +18,7 @@ const options: FromTheStartOptions = {
 };
 
 /** One exit after 13 of the backbone's 100 MACs, its head costing 1. */
-const macs: ExitMacs = { full: 100, through: [13], heads: [1] };
+const macs: ExitMacs = { full: 100, through: [13], remaining: [87], heads: [1] };
 
 /** `count` frames, exit 0 sure of every one (0.99); the frames in `wrong` get another label than the backbone's. */
 function stream(count: number, wrong: (f: number) => boolean = () => false) {
@@ -100,7 +100,7 @@ describe("finalHeadsFromTheStart", () => {
         new Float32Array(count).fill(0.99),
       ],
     };
-    const two: ExitMacs = { full: 100, through: [13, 50], heads: [1, 2] };
+    const two: ExitMacs = { full: 100, through: [13, 50], remaining: [87, 50], heads: [1, 2] };
     // Frames 0-1,199 held out. At frame 400 exit 0 proves nothing yet (200 sure frames), so exit 1
     // sees all 400 and opens; at frame 600, 300 even ones prove exit 0 and the 300 odd ones it leaves
     // keep exit 1 open.

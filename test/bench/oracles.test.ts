@@ -8,7 +8,7 @@ import type { ExitMacs, HeadAnswers } from "../../bench/cache/report.ts";
 import { firstAgreeingOracle, thresholdsOracle } from "../../bench/cache/report.ts";
 
 /** Exits after 13 and 50 of the backbone's 100 MACs, heads costing 1 and 2. */
-const macs: ExitMacs = { full: 100, through: [13, 50], heads: [1, 2] };
+const macs: ExitMacs = { full: 100, through: [13, 50], remaining: [87, 50], heads: [1, 2] };
 
 /** Heads whose answers agree with the backbone (label f % 10) where `agrees(exit, f)`. */
 function answersFor(
