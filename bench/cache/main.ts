@@ -7,7 +7,8 @@
  * through the online cache, side by side batch by batch (arms.ts, runArms),
  * and prints what the cache saved and what it cost in agreement and accuracy,
  * and how the savings grow over the stream (MACs saved per 1,000-frame
- * window). `--passes P` makes the stream P times longer, each pass a new
+ * window), and checks the targets set for the whole split from a cold start
+ * (targets.ts). `--passes P` makes the stream P times longer, each pass a new
  * order of flipped and shifted variants of the split's images, for how a
  * long-running cache does. With --compare-heads a cache arm per head kind (mlp, knn, mlp+knn)
  * runs side by side with the backbone arm, and one table compares them
@@ -47,6 +48,7 @@ import {
   slice,
   thresholdsOracle,
 } from "./report.ts";
+import { checkTargets, TARGET_FRAMES } from "./targets.ts";
 
 const ROOT = join(import.meta.dirname, "..", "..");
 /** Frames per window of the savings-over-time line. */
@@ -226,6 +228,18 @@ async function main(): Promise<void> {
   await cached.cache!.close();
   await model.close();
 
+  const targets = checkTargets(
+    {
+      agreement: whole.agreement,
+      accuracyDropPts: 100 * (whole.accuracy.backbone - whole.accuracy.cached),
+      macsSavedPct: whole.macsSavedPct,
+      latencySavedPct: whole.latencySavedPct,
+      firstExitFrame: firstExit,
+    },
+    Number(opt.target),
+  );
+  // The targets are set for the test split streamed once from a cold start.
+  const judged = count === TARGET_FRAMES && passes === 1;
   const result = {
     modelId: model.manifest.modelId,
     frames: count,
@@ -256,6 +270,7 @@ async function main(): Promise<void> {
     profile,
     exits: decisions.map((d) => ({ exit: d.exit, open: d.open, threshold: d.threshold, reason: d.reason })),
     sweep,
+    targets: { judged, checks: targets },
   };
   if (opt.json) {
     process.stdout.write(JSON.stringify(result, null, 2) + "\n");
@@ -292,6 +307,18 @@ async function main(): Promise<void> {
         ),
         row("throughput ratio", (x) => x.throughput.ratio.toFixed(2)),
       ],
+    ),
+  );
+  log("");
+  log(
+    judged
+      ? `targets (the ${TARGET_FRAMES.toLocaleString("en")}-frame stream from a cold start):`
+      : `targets, not judged: they are set for the ${TARGET_FRAMES.toLocaleString("en")}-frame stream in one pass, this run streamed ${count.toLocaleString("en")} frames in ${passes}:`,
+  );
+  log(
+    table(
+      ["target", "measured", "met", "aim"],
+      targets.map((t) => [t.target, t.value, judged ? (t.met ? "yes" : "no") : "-", t.aim ?? ""]),
     ),
   );
   log("");

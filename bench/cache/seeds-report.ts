@@ -6,17 +6,11 @@
  * paired differences and their sign count say.
  */
 import { median, table } from "../lib/stats.ts";
+import type { TargetFigures } from "./targets.ts";
 
-/** What bench:seeds keeps of one `npm run bench -- --json` result. */
-export interface SeedFigures {
+/** What bench:seeds keeps of one `npm run bench -- --json` result: the targets' figures and more. */
+export interface SeedFigures extends TargetFigures {
   seed: number;
-  macsSavedPct: number;
-  latencySavedPct: number;
-  agreement: number;
-  /** Accuracy of the backbone minus that of the cache, in points. */
-  accuracyDropPts: number;
-  /** -1 when no exit ever opened. */
-  firstExitFrame: number;
   /** The thresholds oracle on the held-out frames; absent when nothing was held out. */
   heldOutOracleMacsSavedPct?: number;
   /**
@@ -202,18 +196,6 @@ export function paired(
     ahead: differences.filter((d) => d > 0).length,
     behind: differences.filter((d) => d < 0).length,
   };
-}
-
-/** The issue's targets for the 10,000-frame cold-start stream, and on how many seeds each was met. */
-export function targetsMet(runs: readonly SeedFigures[], targetAgreement: number): string[] {
-  const met = (pred: (r: SeedFigures) => boolean) => `${runs.filter(pred).length} of ${runs.length} seeds`;
-  return [
-    `agreement >= ${targetAgreement}: ${met((r) => r.agreement >= targetAgreement)}`,
-    `accuracy drop <= 0.5 points: ${met((r) => r.accuracyDropPts <= 0.5)}`,
-    `MACs saved >= 55%: ${met((r) => r.macsSavedPct >= 55)}`,
-    `mean latency saved >= 40%: ${met((r) => r.latencySavedPct >= 40)}`,
-    `first exit open before frame 1,500: ${met((r) => r.firstExitFrame >= 0 && r.firstExitFrame < 1500)}`,
-  ];
 }
 
 const fmt = (v: number | undefined, digits: number) => (v === undefined ? "-" : v.toFixed(digits));

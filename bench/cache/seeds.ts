@@ -41,8 +41,8 @@ import {
   seedsTable,
   streamOptions,
   summarise,
-  targetsMet,
 } from "./seeds-report.ts";
+import { targetsMet } from "./targets.ts";
 
 const MAIN = join(import.meta.dirname, "main.ts");
 const ROOT = join(import.meta.dirname, "..", "..");
