@@ -48,7 +48,7 @@ import {
   slice,
   thresholdsOracle,
 } from "./report.ts";
-import { checkTargets, TARGET_FRAMES } from "./targets.ts";
+import { checkTargets, notJudged, TARGET_RUN } from "./targets.ts";
 
 const ROOT = join(import.meta.dirname, "..", "..");
 /** Frames per window of the savings-over-time line. */
@@ -238,8 +238,13 @@ async function main(): Promise<void> {
     },
     Number(opt.target),
   );
-  // The targets are set for the test split streamed once from a cold start.
-  const judged = count === TARGET_FRAMES && passes === 1;
+  const unjudged = notJudged({
+    frames: count,
+    passes,
+    targetAgreement: options.targetAgreement,
+    confidenceLevel: options.confidenceLevel,
+  });
+  const judged = unjudged === undefined;
   const result = {
     modelId: model.manifest.modelId,
     frames: count,
@@ -270,7 +275,7 @@ async function main(): Promise<void> {
     profile,
     exits: decisions.map((d) => ({ exit: d.exit, open: d.open, threshold: d.threshold, reason: d.reason })),
     sweep,
-    targets: { judged, checks: targets },
+    targets: { judged, ...(unjudged ? { notJudged: unjudged } : {}), checks: targets },
   };
   if (opt.json) {
     process.stdout.write(JSON.stringify(result, null, 2) + "\n");
@@ -312,8 +317,8 @@ async function main(): Promise<void> {
   log("");
   log(
     judged
-      ? `targets (the ${TARGET_FRAMES.toLocaleString("en")}-frame stream from a cold start):`
-      : `targets, not judged: they are set for the ${TARGET_FRAMES.toLocaleString("en")}-frame stream in one pass, this run streamed ${count.toLocaleString("en")} frames in ${passes}:`,
+      ? `targets (the ${TARGET_RUN.frames.toLocaleString("en")}-frame stream from a cold start):`
+      : `targets, not judged (${unjudged}):`,
   );
   log(
     table(

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from "vitest";
 import type { TargetFigures } from "../../bench/cache/targets.ts";
-import { checkTargets, targetsMet } from "../../bench/cache/targets.ts";
+import { checkTargets, notJudged, targetsMet } from "../../bench/cache/targets.ts";
 
 function figures(extra: Partial<TargetFigures> = {}): TargetFigures {
   return {
@@ -61,5 +61,26 @@ describe("the cache bench's targets", () => {
       "mean latency saved >= 40%: 1 of 2 seeds",
       "first exit open before frame 1,500: 1 of 2 seeds",
     ]);
+  });
+});
+
+describe("which runs the targets judge", () => {
+  const run = { frames: 10_000, passes: 1, targetAgreement: 0.99, confidenceLevel: 0.95 };
+
+  it("judges the split streamed once, proven at 0.99 with 95% confidence or more", () => {
+    expect(notJudged(run)).toBeUndefined();
+    expect(notJudged({ ...run, confidenceLevel: 0.99 })).toBeUndefined();
+  });
+
+  it("says why another stream or a weaker proof is not judged", () => {
+    expect(notJudged({ ...run, frames: 40_000, passes: 4 })).toBe(
+      "it streamed 40,000 frames in 4 pass(es), not 10,000 in one",
+    );
+    expect(notJudged({ ...run, frames: 2_000 })).toBe(
+      "it streamed 2,000 frames in 1 pass(es), not 10,000 in one",
+    );
+    expect(notJudged({ ...run, targetAgreement: 0.98, confidenceLevel: 0.9 })).toBe(
+      "its target agreement is 0.98, not 0.99; its exits were proven at 0.9 confidence, below 0.95",
+    );
   });
 });
