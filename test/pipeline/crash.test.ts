@@ -15,7 +15,7 @@ import type { Message } from "kafkajs";
 import type { Child } from "./child.ts";
 import { startChild } from "./child.ts";
 import type { Collected } from "./helpers.ts";
-import { TopicCollector, committedToEnd, fashionFrames, pipelineFixture, produce } from "./helpers.ts";
+import { TopicCollector, answeredToEnd, fashionFrames, pipelineFixture, produce } from "./helpers.ts";
 
 const FIRST = 1_500;
 const SECOND = 1_000;
@@ -74,8 +74,7 @@ describe.each(["at-least-once", "exactly-once"] as const)(
         await produce(kafka, topics.frames, [...second.map((f) => f.message), ...bad.slice(BAD)]);
         const fresh = startChild(topics, `${delivery}-2`, env);
         children.push(fresh);
-        await committedToEnd(admin, topics.group, topics.frames);
-        await predictions.caughtUp(admin);
+        await answeredToEnd(fixture, predictions);
         await deadLetters.caughtUp(admin);
         await uncommitted.caughtUp(admin);
         // A second signal while shutting down must not cut the shutdown short.

@@ -17,7 +17,7 @@ import type { RunningWorker } from "../../src/pipeline/worker.ts";
 import { rawFrameMessage } from "../codec/helpers.ts";
 import {
   TopicCollector,
-  committedToEnd,
+  answeredToEnd,
   fashionFrames,
   headerText,
   produce,
@@ -154,8 +154,7 @@ describe("dead letters (worker in process, cache off)", () => {
     let worker: RunningWorker | undefined;
     try {
       worker = await startWorker(config);
-      await committedToEnd(admin, topics.group, topics.frames);
-      await predictions.caughtUp(admin);
+      await answeredToEnd(fixture, predictions);
       await deadLetters.caughtUp(admin);
       await worker.stop();
       await worker.done;

@@ -218,6 +218,16 @@ export async function committedToEnd(admin: Admin, group: string, topic: string)
   }
 }
 
+/**
+ * Resolves once the fixture's group has committed every frame in its topic
+ * and `collector` has read every answer written by then: all that was
+ * produced so far is answered and read back.
+ */
+export async function answeredToEnd(fixture: PipelineFixture, collector: TopicCollector): Promise<void> {
+  await committedToEnd(fixture.admin, fixture.topics.group, fixture.topics.frames);
+  await collector.caughtUp(fixture.admin);
+}
+
 export interface PipelineFixture {
   kafka: Kafka;
   /** Connected in beforeAll, disconnected in afterAll. */

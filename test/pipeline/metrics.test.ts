@@ -15,7 +15,7 @@ import type { RunningWorker } from "../../src/pipeline/worker.ts";
 import { healthz, metric, scrape } from "../helpers/prometheus.ts";
 import {
   TopicCollector,
-  committedToEnd,
+  answeredToEnd,
   fashionFrames,
   headerText,
   pipelineFixture,
@@ -83,8 +83,7 @@ describe.each(["at-least-once", "exactly-once"] as const)("telemetry, %s (worker
         },
       });
 
-      await committedToEnd(admin, topics.group, topics.frames);
-      await predictions.caughtUp(admin);
+      await answeredToEnd(fixture, predictions);
       await deadLetters.caughtUp(admin);
       const samples = await scrape(port);
       const delivered = predictions.messages.map((m) =>

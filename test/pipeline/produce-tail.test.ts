@@ -24,7 +24,7 @@ import { ROOT } from "../setup/discovery.ts";
 import type { TestTopics } from "./helpers.ts";
 import {
   TopicCollector,
-  committedToEnd,
+  answeredToEnd,
   headerText,
   pipelineFixture,
   workerConfig,
@@ -118,7 +118,7 @@ describe("layercache tail", () => {
   const fixture = pipelineFixture("tail", 4);
 
   it("summarises a real worker's predictions for 300 frames", async () => {
-    const { kafka, admin, topics } = fixture;
+    const { kafka, topics } = fixture;
     const source = await openFrameSource("fashion-mnist");
     const produced = await produceFrames(kafka, source, {
       topic: topics.frames,
@@ -144,8 +144,7 @@ describe("layercache tail", () => {
       worker = await startWorker(config);
       expect(await tail!.run({ timeoutMs: 120_000 })).toBe("complete");
       snapshot = tail!.summary.snapshot(Date.now());
-      await committedToEnd(admin, topics.group, topics.frames);
-      await collector.caughtUp(admin);
+      await answeredToEnd(fixture, collector);
       await worker.stop();
       await worker.done;
     } finally {

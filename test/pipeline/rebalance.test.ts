@@ -13,7 +13,7 @@ import { startWorker } from "../../src/pipeline/worker.ts";
 import type { RunningWorker } from "../../src/pipeline/worker.ts";
 import {
   TopicCollector,
-  committedToEnd,
+  answeredToEnd,
   fashionFrames,
   produce,
   pipelineFixture,
@@ -29,7 +29,7 @@ describe.each(["at-least-once", "exactly-once"] as const)(
     const kafka = fixture.kafka;
 
     it("loses no frame when partitions move between workers mid-stream", async () => {
-      const { admin, topics } = fixture;
+      const { topics } = fixture;
       const frames = await fashionFrames("r", FRAMES);
       await produce(
         kafka,
@@ -54,8 +54,7 @@ describe.each(["at-least-once", "exactly-once"] as const)(
         await predictions.until(() => distinct() >= 1_500);
         await first.stop();
         await first.done;
-        await committedToEnd(admin, topics.group, topics.frames);
-        await predictions.caughtUp(admin);
+        await answeredToEnd(fixture, predictions);
         await second.stop();
         await second.done;
       } finally {

@@ -6,7 +6,7 @@
  * broker and Redis.
  */
 import { describe, expect, inject, it } from "vitest";
-import { committedToEnd } from "../pipeline/helpers.ts";
+import { answeredToEnd } from "../pipeline/helpers.ts";
 import {
   decodeAll,
   fleetFixture,
@@ -24,7 +24,6 @@ describe("junk in the example stream (a replica as a child process)", () => {
   const fixture = fleetFixture("bad-entries", 2);
 
   it("is skipped and counted while the replica trains and answers every frame", async () => {
-    const { admin, topics } = fixture;
     const redisUrl = inject("redisUrl");
     await watchFleet(fixture, redisUrl, async ({ state, predictions }) => {
       const replica = startReplica(fixture, "bad-entries-a", redisUrl);
@@ -46,8 +45,7 @@ describe("junk in the example stream (a replica as a child process)", () => {
         async () => (await replicaMetric(replica, "layercache_examples_invalid_total")) >= 3,
         30_000,
       );
-      await committedToEnd(admin, topics.group, topics.frames);
-      await predictions.caughtUp(admin);
+      await answeredToEnd(fixture, predictions);
       expect(await replicaMetric(replica, "layercache_examples_invalid_total")).toBe(3);
       expect(new Set(decodeAll(predictions.messages).map((p) => p.frameId))).toEqual(new Set(ids));
       expect(replica.output()).toContain("skipped an invalid example");

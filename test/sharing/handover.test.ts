@@ -19,7 +19,7 @@ import { StateConnection } from "../../src/state/redis-connection.ts";
 import { loadManifest } from "../../src/model/manifest.ts";
 import { MODEL_DIR } from "../helpers/model.ts";
 import type { Child } from "../pipeline/child.ts";
-import { committedToEnd } from "../pipeline/helpers.ts";
+import { answeredToEnd } from "../pipeline/helpers.ts";
 import {
   drained,
   fleetFixture,
@@ -83,8 +83,7 @@ describe("the trainer lease across worker processes", () => {
         expect(after.version).toBeGreaterThan(published.version);
         expect(replicas.get(survivorId)!.output()).toContain("training the fleet's cache heads");
 
-        await committedToEnd(admin, topics.group, topics.frames);
-        await predictions.caughtUp(admin);
+        await answeredToEnd(fixture, predictions);
         expect(new Set(predictions.messages.map((m) => String(m.key)))).toEqual(new Set(ids));
         process.stderr.write(
           `[handover] ${trainerId} killed at version ${published.version} (token ${lease.token}); ` +
@@ -164,8 +163,7 @@ describe("the trainer lease across worker processes", () => {
           const resumed = (await state.lease())!;
           expect(resumed.holder.startsWith("stale-a/")).toBe(true);
 
-          await committedToEnd(admin, topics.group, topics.frames);
-          await predictions.caughtUp(admin);
+          await answeredToEnd(fixture, predictions);
           expect(new Set(predictions.messages.map((m) => String(m.key)))).toEqual(new Set(ids));
         } finally {
           await connection.close();

@@ -10,7 +10,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Child } from "../pipeline/child.ts";
-import { committedToEnd } from "../pipeline/helpers.ts";
+import { answeredToEnd, committedToEnd } from "../pipeline/helpers.ts";
 import { PrivateRedis } from "../state/helpers.ts";
 import {
   decodeAll,
@@ -61,8 +61,7 @@ describe("a fleet through a Redis outage (replicas as child processes)", () => {
       await server.stop();
       const outageStart = next;
       await feed(DURING_OUTAGE);
-      await committedToEnd(admin, topics.group, topics.frames);
-      await predictions.caughtUp(admin);
+      await answeredToEnd(fixture, predictions);
       const all = decodeAll(predictions.messages);
       const during = all.filter((p) => Number(p.frameId.slice(2)) >= outageStart);
       expect(new Set(during.map((p) => p.frameId)).size).toBe(DURING_OUTAGE);
@@ -96,8 +95,7 @@ describe("a fleet through a Redis outage (replicas as child processes)", () => {
         return workers.size === 2;
       });
 
-      await committedToEnd(admin, topics.group, topics.frames);
-      await predictions.caughtUp(admin);
+      await answeredToEnd(fixture, predictions);
       expect(new Set(predictions.messages.map((m) => String(m.key)))).toEqual(new Set(ids));
       for (const r of replicas) expect(r.output()).not.toContain(PASSWORD);
       process.stderr.write(

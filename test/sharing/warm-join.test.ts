@@ -13,7 +13,7 @@
  */
 import { describe, expect, inject, it } from "vitest";
 import type { Child } from "../pipeline/child.ts";
-import { committedToEnd } from "../pipeline/helpers.ts";
+import { answeredToEnd, committedToEnd } from "../pipeline/helpers.ts";
 import {
   byWorker,
   decodeAll,
@@ -56,8 +56,7 @@ describe("a fleet sharing its cache (replicas as child processes)", () => {
       await ready(joiner);
       expect(joiner.output()).toContain("started from the shared snapshot");
       ids.push(...(await produceFrames(fixture, "m", MEASURED, WARM_UP)));
-      await committedToEnd(admin, topics.group, topics.frames);
-      await predictions.caughtUp(admin);
+      await answeredToEnd(fixture, predictions);
 
       const measured = decodeAll(predictions.messages).filter((p) => p.frameId.startsWith("m-"));
       const workers = byWorker(measured);
@@ -98,8 +97,7 @@ describe("a fleet sharing its cache (replicas as child processes)", () => {
       });
       const successorId = (await state.lease())!.holder.split("/")[0]!;
       ids.push(...(await produceFrames(fixture, "l", AFTER_LEAVE, WARM_UP + MEASURED)));
-      await committedToEnd(admin, topics.group, topics.frames);
-      await predictions.caughtUp(admin);
+      await answeredToEnd(fixture, predictions);
       expect(replicas.get(successorId)!.output()).toContain(
         "training the fleet's cache heads from the shared snapshot",
       );
