@@ -236,7 +236,7 @@ async function main(): Promise<void> {
       latencySavedPct: whole.latencySavedPct,
       firstExitFrame: firstExit,
     },
-    Number(opt.target),
+    options.targetAgreement,
   );
   const unjudged = notJudged({
     frames: count,
