@@ -16,7 +16,7 @@
  * Everything the arm created (workers, the reader, topics, group, Redis keys)
  * is removed before it returns or throws.
  */
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Kafka } from "kafkajs";
 import type { Config } from "../../src/config/index.ts";
@@ -25,7 +25,7 @@ import type { Logger } from "../../src/telemetry/logger.ts";
 import type { ProduceResult, RatePhase } from "../../src/tools/frame-producer.ts";
 import { produceFrames } from "../../src/tools/frame-producer.ts";
 import type { FrameSource } from "../../src/tools/frame-source.ts";
-import { ROOT } from "../../src/tools/local-services.ts";
+import { ROOT, projectBrokerPid } from "../../src/tools/local-services.ts";
 import { runName } from "../../src/tools/names.ts";
 import { createRunTopics, dropRun } from "../../src/tools/run-topics.ts";
 import type { SummarySnapshot } from "../../src/tools/prediction-summary.ts";
@@ -34,6 +34,8 @@ import { PredictionTail } from "../../src/tools/prediction-tail.ts";
 import { WorkerReplica, describe, replicaEnv } from "../../src/tools/worker-replica.ts";
 import type { Progress } from "../lib/progress.ts";
 import { progress } from "../lib/progress.ts";
+import type { ThreadTimes, WorkerThread } from "../lib/thread-cpu.ts";
+import { processCpuSeconds, sampleThreads, splitWorkerCpu, threadRoles } from "../lib/thread-cpu.ts";
 import { FrameLog } from "./frame-log.ts";
 import { deleteKeysUnder } from "../../src/tools/redis-keys.ts";
 import { Teardown } from "./teardown.ts";
@@ -90,6 +92,20 @@ export interface BenchContext {
   cleanup: (what: string, run: () => Promise<void>) => void;
 }
 
+/**
+ * CPU seconds spent while the arm's frames were answered (from the workers'
+ * readiness to the last prediction read): the workers' threads summed over
+ * replicas, the project's broker if it runs here, and this benchmark process
+ * (reading predictions, and producing them when paced). Null where it cannot
+ * be read (no /proc).
+ */
+export interface ArmCpu {
+  workers: Record<WorkerThread, number>;
+  broker: number | null;
+  bench: number;
+  wallS: number;
+}
+
 export interface ArmRun {
   plan: ArmPlan;
   /** Unique name of the arm's topics, group, frame ids and Redis prefix. */
@@ -99,6 +115,7 @@ export interface ArmRun {
   produced: ProduceResult;
   /** Whether a worker did not exit 0 when stopped. */
   workersFailed: boolean;
+  cpu: ArmCpu | null;
 }
 
 const interrupted = () => new Error("interrupted");
@@ -201,6 +218,7 @@ async function armBody(ctx: BenchContext, plan: ArmPlan, teardown: Teardown): Pr
 
   let produced: ProduceResult;
   let end: TailEnd;
+  let cpuFrom: CpuMark;
   if (plan.rate === undefined) {
     const producing = progress(`${label} produce`, plan.frames, ctx.showProgress);
     produced = await produce(signal, (sent) => producing.update(sent)).finally(() => producing.stop());
@@ -209,10 +227,12 @@ async function armBody(ctx: BenchContext, plan: ArmPlan, teardown: Teardown): Pr
       `${label}: ${produced.sent} frames in ${topics.frames} (${produced.ratePerSecond.toFixed(0)}/s); starting`,
     );
     await workers.start();
+    cpuFrom = cpuMark(workers);
     bar = progress(label, plan.frames, ctx.showProgress);
     end = await workers.follow(tail, plan.timeoutMs).finally(() => bar.stop());
   } else {
     await workers.start();
+    cpuFrom = cpuMark(workers);
     const pace =
       typeof plan.rate === "number"
         ? `${plan.rate} frames/s`
@@ -231,6 +251,7 @@ async function armBody(ctx: BenchContext, plan: ArmPlan, teardown: Teardown): Pr
     produced = await producing;
   }
   const snapshot = tail.summary.snapshot(Date.now());
+  const cpu = cpuSince(cpuFrom, workers);
   if (signal.aborted) throw interrupted();
   const died = workers.died;
   const workersFailed = await workers.stop();
@@ -240,12 +261,56 @@ async function armBody(ctx: BenchContext, plan: ArmPlan, teardown: Teardown): Pr
       : `timed out after ${plan.timeoutMs / 1000} s`;
     throw new Error(`${label}: ${snapshot.distinctFrames} of ${plan.frames} frames answered: ${why}`);
   }
-  return { plan, name, snapshot, frames, produced, workersFailed };
+  return { plan, name, snapshot, frames, produced, workersFailed, cpu };
+}
+
+/** Where every process's CPU time stood at the start of the measured stretch. */
+interface CpuMark {
+  at: number;
+  workers: (ThreadTimes | undefined)[];
+  broker: number | undefined;
+  bench: NodeJS.CpuUsage;
+}
+
+function cpuMark(workers: Workers): CpuMark {
+  const broker = projectBrokerPid();
+  return {
+    at: performance.now(),
+    workers: workers.replicas.map((r) => (r.pid === undefined ? undefined : sampleThreads(r.pid))),
+    broker: broker === undefined ? undefined : processCpuSeconds(broker),
+    bench: process.cpuUsage(),
+  };
+}
+
+function cpuSince(from: CpuMark, workers: Workers): ArmCpu | null {
+  const split: Record<WorkerThread, number> = { main: 0, inference: 0, learner: 0, other: 0 };
+  for (const [i, replica] of workers.replicas.entries()) {
+    const before = from.workers[i];
+    const after = replica.pid === undefined ? undefined : sampleThreads(replica.pid);
+    if (!before || !after) return null;
+    let log = "";
+    try {
+      log = readFileSync(replica.logFile, "utf8");
+    } catch {
+      // No log: every thread but the main one counts as "other".
+    }
+    const part = splitWorkerCpu(replica.pid!, before, after, threadRoles(log));
+    for (const k of Object.keys(split) as WorkerThread[]) split[k] += part[k];
+  }
+  const brokerPid = projectBrokerPid();
+  const brokerNow = brokerPid === undefined ? undefined : processCpuSeconds(brokerPid);
+  const bench = process.cpuUsage(from.bench);
+  return {
+    workers: split,
+    broker: from.broker === undefined || brokerNow === undefined ? null : brokerNow - from.broker,
+    bench: (bench.user + bench.system) / 1e6,
+    wallS: (performance.now() - from.at) / 1000,
+  };
 }
 
 /** The arm's worker replicas: started together, followed, stopped once. */
 class Workers {
-  private readonly replicas: WorkerReplica[] = [];
+  readonly replicas: WorkerReplica[] = [];
   private stopping: Promise<boolean> | undefined;
   /** The first replica that exited on its own. */
   died: WorkerReplica | undefined;

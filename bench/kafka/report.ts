@@ -10,7 +10,7 @@
  */
 import type { LatencySummary } from "../lib/stats.ts";
 import { median, summarize, table } from "../lib/stats.ts";
-import type { ArmName, ArmRun } from "./arm.ts";
+import type { ArmCpu, ArmName, ArmRun } from "./arm.ts";
 import { agreement } from "./frame-log.ts";
 
 /** What the issue asks of the cache over Kafka. */
@@ -33,6 +33,47 @@ export interface ArmFigures {
   /** Frames per second the producer achieved. */
   producedPerSecond: number;
   workersFailed: boolean;
+  /** CPU ms per frame answered, by where it went (bench/lib/thread-cpu.ts); null without /proc. */
+  cpuMsPerFrame: CpuPerFrame | null;
+}
+
+/** CPU ms per frame: the workers' threads, the project's broker (null if not ours), this benchmark; and cores busy. */
+export interface CpuPerFrame {
+  main: number;
+  inference: number;
+  learner: number;
+  other: number;
+  broker: number | null;
+  bench: number;
+  /** All of the above over the measured stretch's wall time. */
+  cores: number;
+}
+
+export const CPU_ROWS: readonly [keyof CpuPerFrame, string][] = [
+  ["main", "CPU ms per frame: worker main thread"],
+  ["inference", "CPU ms per frame: inference thread"],
+  ["learner", "CPU ms per frame: learner thread"],
+  ["other", "CPU ms per frame: other worker threads (GC, I/O)"],
+  ["broker", "CPU ms per frame: the broker"],
+  ["bench", "CPU ms per frame: this bench (reading)"],
+  ["cores", "cores busy, all of the above"],
+];
+
+export function cpuPerFrame(cpu: ArmCpu | null, frames: number): CpuPerFrame | null {
+  if (!cpu || frames <= 0) return null;
+  const ms = (seconds: number) => (1000 * seconds) / frames;
+  const { workers } = cpu;
+  const total =
+    workers.main + workers.inference + workers.learner + workers.other + (cpu.broker ?? 0) + cpu.bench;
+  return {
+    main: ms(workers.main),
+    inference: ms(workers.inference),
+    learner: ms(workers.learner),
+    other: ms(workers.other),
+    broker: cpu.broker === null ? null : ms(cpu.broker),
+    bench: ms(cpu.bench),
+    cores: cpu.wallS > 0 ? total / cpu.wallS : 0,
+  };
 }
 
 export interface RepeatFigures {
@@ -77,6 +118,8 @@ export interface BenchReport extends BenchSettings {
   macsSavedPct: PerArm<number | null>;
   auditedPct: PerArm<number | null>;
   computeMsMean: PerArm<number | null>;
+  /** Medians over repeats; a field is null where no repeat measured it. */
+  cpuMsPerFrame: PerArm<Record<keyof CpuPerFrame, number | null>>;
   duplicates: PerArm<number>;
   exitSharePct: PerArm<Record<string, number>>;
   target: { throughputRatio: number; agreement: number; met: boolean };
@@ -98,6 +141,7 @@ export function armFigures(run: ArmRun): ArmFigures {
     exitFrames: Object.fromEntries(s.exits.map((e) => [e.name, e.frames])),
     producedPerSecond: run.produced.ratePerSecond,
     workersFailed: run.workersFailed,
+    cpuMsPerFrame: cpuPerFrame(run.cpu, s.distinctFrames),
   };
 }
 
@@ -141,6 +185,10 @@ export function buildReport(settings: BenchSettings, runs: RepeatFigures[]): Ben
     macsSavedPct: per((f) => f.macsSavedPct, medOrNull),
     auditedPct: per((f) => f.auditedPct, medOrNull),
     computeMsMean: per((f) => f.computeMsMean, medOrNull),
+    cpuMsPerFrame: {
+      cacheOff: cpuMedians(runs.map((r) => r.cacheOff)),
+      cacheOn: cpuMedians(runs.map((r) => r.cacheOn)),
+    },
     duplicates: per(
       (f) => f.duplicates,
       (v) => v.reduce((a, b) => a + b, 0),
@@ -155,6 +203,16 @@ export function buildReport(settings: BenchSettings, runs: RepeatFigures[]): Ben
     },
     runs,
   };
+}
+
+/** Each CPU figure's median over the repeats that measured it. */
+function cpuMedians(arms: ArmFigures[]): Record<keyof CpuPerFrame, number | null> {
+  return Object.fromEntries(
+    CPU_ROWS.map(([key]) => {
+      const known = arms.map((a) => a.cpuMsPerFrame?.[key] ?? null).filter((v): v is number => v !== null);
+      return [key, known.length > 0 ? median(known) : null];
+    }),
+  ) as Record<keyof CpuPerFrame, number | null>;
 }
 
 /** Share of frames per exit over all repeats, percent, in the order the summaries list exits. */
@@ -212,6 +270,11 @@ export function formatReport(r: BenchReport): string {
         ],
         row("end-to-end ms mean", r.meanMs, (x) => fixed(x, 1)),
         row("compute ms per frame, mean", r.computeMsMean, (x) => fixed(x, 3)),
+        ...CPU_ROWS.map(([key, name]) => [
+          name,
+          fixed(r.cpuMsPerFrame.cacheOff[key], key === "cores" ? 2 : 3),
+          fixed(r.cpuMsPerFrame.cacheOn[key], key === "cores" ? 2 : 3),
+        ]),
         row("accuracy", r.accuracyPct, pct),
         row("MACs saved", r.macsSavedPct, pct),
         row("audited", r.auditedPct, pct),

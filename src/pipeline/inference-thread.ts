@@ -36,6 +36,7 @@ import { outcomeBuffers, toWireError } from "./inference-protocol.ts";
 import { CacheSharing } from "./cache-sharing.ts";
 import { LearnerClient } from "./learner-client.ts";
 import { LearnerFeed } from "./learner-feed.ts";
+import { osThreadId } from "./thread-priority.ts";
 
 /** How often a thread with no batches runs the sharing step (adopt, lease, train). */
 const IDLE_STEP_MS = 250;
@@ -365,7 +366,8 @@ async function main(port: MessagePort, init: InferenceInit): Promise<void> {
   const server = new InferenceServer(port, loaded, log, init);
   port.on("message", (m: ToInference) => server.enqueue(m));
   const info = modelInfo(loaded);
-  log.info({ modelId: info.modelId, cacheEnabled: init.cacheEnabled }, "model loaded");
+  // The thread's id names it in `top -H` and /proc (bench:kafka's CPU rows read it).
+  log.info({ modelId: info.modelId, cacheEnabled: init.cacheEnabled, tid: osThreadId() }, "model loaded");
   port.postMessage({ type: "ready", model: info } satisfies FromInference);
 }
 

@@ -27,7 +27,7 @@ import { toWireError } from "./inference-protocol.ts";
 import type { FromLearner, LearnerInit, ToLearner } from "./learner-client.ts";
 import { learnerStatus } from "./learner-client.ts";
 import { LocalIntake } from "./learner-feed.ts";
-import { setThreadNice } from "./thread-priority.ts";
+import { osThreadId, setThreadNice } from "./thread-priority.ts";
 
 /** How often a learner without the lease runs the sharing step (adopt, and take the lease once free). */
 const FOLLOW_STEP_MS = 250;
@@ -35,6 +35,8 @@ const FOLLOW_STEP_MS = 250;
 const IDLE_STEP_MS = 20;
 
 async function run(port: MessagePort, init: LearnerInit, log: Logger): Promise<void> {
+  // The thread's id names it in `top -H` and /proc (bench:kafka's CPU rows read it).
+  log.info({ tid: osThreadId() }, "learner thread started");
   if (init.sharing.learnerNice > 0) {
     const priority = setThreadNice(init.sharing.learnerNice);
     if (priority.applied)

@@ -14,22 +14,30 @@ export type PriorityOutcome =
   { applied: true; threadId: number; nice: number } | { applied: false; reason: string };
 
 /**
+ * The operating system's id of the calling thread (what `top -H` and
+ * /proc/<pid>/task list), or undefined where there is no /proc/thread-self.
+ */
+export function osThreadId(): number | undefined {
+  try {
+    // "<pid>/task/<tid>"
+    const id = Number(readlinkSync("/proc/thread-self").split("/").pop());
+    return Number.isInteger(id) && id > 0 ? id : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * Raises the calling thread's nice value to `nice` (never lowers it); says
  * why not where it cannot (not Linux, no /proc, refused).
  */
 export function setThreadNice(nice: number): PriorityOutcome {
-  let threadId: number;
-  try {
-    // "<pid>/task/<tid>"
-    threadId = Number(readlinkSync("/proc/thread-self").split("/").pop());
-  } catch {
+  const threadId = osThreadId();
+  if (threadId === undefined) {
     return {
       applied: false,
       reason: "no /proc/thread-self (not Linux): the thread keeps the process's priority",
     };
-  }
-  if (!Number.isInteger(threadId) || threadId <= 0) {
-    return { applied: false, reason: "/proc/thread-self names no thread id" };
   }
   try {
     // Only ever lower the thread's priority: raising it back needs privilege.

@@ -60,7 +60,7 @@ export function freePort(): Promise<number> {
 }
 
 /** The pid of the project's broker (scripts/kafka/common.sh) if it is running. */
-function projectBrokerPid(): number | undefined {
+export function projectBrokerPid(): number | undefined {
   const home = process.env.LAYERCACHE_KAFKA_HOME || join(ROOT, ".kafka");
   let pid: number;
   try {
