@@ -13,5 +13,5 @@ COPY models ./models
 COPY data ./data
 COPY tsconfig.json ./
 USER node
-ENTRYPOINT ["node", "bin/layercache.js"]
+ENTRYPOINT ["node", "--single-threaded-gc", "bin/layercache.js"]
 CMD ["worker"]

@@ -30,7 +30,8 @@ export async function runWorker(config: Config): Promise<number> {
   };
   for (const s of SIGNALS) process.on(s, onSignal);
   try {
-    log.info({ config: redactConfig(config) }, "starting worker");
+    // The node flags say whether garbage collection runs single-threaded (docs/worker.md).
+    log.info({ config: redactConfig(config), nodeFlags: process.execArgv }, "starting worker");
     try {
       worker = await startWorker(config, { logger: root });
     } catch (err) {

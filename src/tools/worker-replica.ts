@@ -1,6 +1,6 @@
 /**
- * A `layercache worker` replica as a child process (`node bin/layercache.js
- * worker`), for the demo: its logs go to a file, `ready` resolves once it
+ * A `layercache worker` replica as a child process (`node
+ * --single-threaded-gc bin/layercache.js worker`), for the demo: its logs go to a file, `ready` resolves once it
  * has loaded the model and joined its group, and `stop` sends SIGTERM and
  * waits for the ordered shutdown (SIGKILL after a grace period).
  */
@@ -13,6 +13,14 @@ import { FIELDS } from "../config/index.ts";
 import type { Config, FieldKey, FieldSpec } from "../config/index.ts";
 import { LayercacheError } from "../errors/index.ts";
 import { ROOT } from "./local-services.ts";
+
+/**
+ * Node flags a worker process runs with (also in bin/layercache.js's first
+ * line and the Dockerfile): V8 collects garbage on the thread that made it
+ * instead of on helper threads, which on 2 cores cost the cached worker more
+ * CPU than they saved it (docs/worker.md, "Garbage collection").
+ */
+export const WORKER_NODE_FLAGS = ["--single-threaded-gc"] as const;
 
 /** The worker's log message once it is consuming (src/pipeline/worker.ts). */
 const READY_MESSAGE = '"msg":"worker started"';
@@ -38,7 +46,7 @@ export class WorkerReplica {
     readonly logFile: string,
   ) {
     this.logStream = createWriteStream(logFile, { flags: "a" });
-    this.child = spawn(process.execPath, [join(ROOT, "bin", "layercache.js"), "worker"], {
+    this.child = spawn(process.execPath, [...WORKER_NODE_FLAGS, join(ROOT, "bin", "layercache.js"), "worker"], {
       cwd: ROOT,
       env,
       stdio: ["ignore", "pipe", "pipe"],
