@@ -1,12 +1,13 @@
 /**
- * A worker as a real process (`node bin/layercache.js worker`) for the crash
- * tests: its output is kept, and a test can wait for a line of it or for its
- * exit. Only the environment the test gives it counts: LAYERCACHE_ variables
+ * A worker as a real process (`node --single-threaded-gc bin/layercache.js
+ * worker`, with the node flags workers ship with) for the crash tests: its
+ * output is kept, and a test can wait for a line of it or for its exit. Only the environment the test gives it counts: LAYERCACHE_ variables
  * of the outer environment are not passed on.
  */
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { join } from "node:path";
+import { WORKER_NODE_FLAGS } from "../../src/tools/worker-replica.ts";
 import { ROOT } from "../setup/discovery.ts";
 import type { TestTopics } from "./helpers.ts";
 import { workerEnv } from "./helpers.ts";
@@ -23,14 +24,18 @@ export function startChild(topics: TestTopics, workerId: string, extra: Record<s
   const inherited = Object.fromEntries(
     Object.entries(process.env).filter(([k]) => !k.startsWith("LAYERCACHE_")),
   );
-  const child = spawn(process.execPath, [join(ROOT, "bin", "layercache.js"), "worker"], {
-    cwd: ROOT,
-    env: {
-      ...inherited,
-      ...workerEnv(topics, { LAYERCACHE_WORKER_ID: workerId, LOG_LEVEL: "info", ...extra }),
+  const child = spawn(
+    process.execPath,
+    [...WORKER_NODE_FLAGS, join(ROOT, "bin", "layercache.js"), "worker"],
+    {
+      cwd: ROOT,
+      env: {
+        ...inherited,
+        ...workerEnv(topics, { LAYERCACHE_WORKER_ID: workerId, LOG_LEVEL: "info", ...extra }),
+      },
+      stdio: ["ignore", "pipe", "pipe"],
     },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  );
   let output = "";
   let exited = false;
   let waiters: (() => void)[] = [];

@@ -1,6 +1,6 @@
 /**
  * What the fleet tests share: worker replicas as real processes (`node
- * bin/layercache.js worker`, test/pipeline/child.ts) in one consumer group,
+ * --single-threaded-gc bin/layercache.js worker`, test/pipeline/child.ts) in one consumer group,
  * sharing their cache through Redis under a key prefix unique to the test,
  * and a view of that shared state from outside (the stored snapshot and who
  * holds the trainer lease), read the way the replicas read it.
