@@ -1,8 +1,9 @@
 /**
  * A worker as a real process (`node --single-threaded-gc bin/layercache.js
  * worker`, with the node flags workers ship with) for the crash tests: its
- * output is kept, and a test can wait for a line of it or for its exit. Only the environment the test gives it counts: LAYERCACHE_ variables
- * of the outer environment are not passed on.
+ * output is kept, and a test can wait for a line of it or for its exit.
+ * Only the environment the test gives it counts: LAYERCACHE_ variables of
+ * the outer environment are not passed on.
  */
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
