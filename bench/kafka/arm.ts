@@ -35,7 +35,13 @@ import { WorkerReplica, describe, replicaEnv } from "../../src/tools/worker-repl
 import type { Progress } from "../lib/progress.ts";
 import { progress } from "../lib/progress.ts";
 import type { ThreadTimes, WorkerThread } from "../lib/thread-cpu.ts";
-import { processCpuSeconds, sampleThreads, splitWorkerCpu, threadRoles } from "../lib/thread-cpu.ts";
+import {
+  noWorkerCpu,
+  processCpuSeconds,
+  sampleThreads,
+  splitWorkerCpu,
+  threadRoles,
+} from "../lib/thread-cpu.ts";
 import { FrameLog } from "./frame-log.ts";
 import { deleteKeysUnder } from "../../src/tools/redis-keys.ts";
 import { Teardown } from "./teardown.ts";
@@ -268,7 +274,8 @@ async function armBody(ctx: BenchContext, plan: ArmPlan, teardown: Teardown): Pr
 interface CpuMark {
   at: number;
   workers: (ThreadTimes | undefined)[];
-  broker: number | undefined;
+  /** The project's broker and its CPU seconds, if it runs here. */
+  broker: { pid: number; seconds: number | undefined } | undefined;
   bench: NodeJS.CpuUsage;
 }
 
@@ -277,13 +284,13 @@ function cpuMark(workers: Workers): CpuMark {
   return {
     at: performance.now(),
     workers: workers.replicas.map((r) => (r.pid === undefined ? undefined : sampleThreads(r.pid))),
-    broker: broker === undefined ? undefined : processCpuSeconds(broker),
+    broker: broker === undefined ? undefined : { pid: broker, seconds: processCpuSeconds(broker) },
     bench: process.cpuUsage(),
   };
 }
 
 function cpuSince(from: CpuMark, workers: Workers): ArmCpu | null {
-  const split: Record<WorkerThread, number> = { main: 0, inference: 0, learner: 0, other: 0 };
+  const split = noWorkerCpu();
   for (const [i, replica] of workers.replicas.entries()) {
     const before = from.workers[i];
     const after = replica.pid === undefined ? undefined : sampleThreads(replica.pid);
@@ -294,15 +301,14 @@ function cpuSince(from: CpuMark, workers: Workers): ArmCpu | null {
     } catch {
       // No log: every thread but the main one counts as "other".
     }
-    const part = splitWorkerCpu(replica.pid!, before, after, threadRoles(log));
-    for (const k of Object.keys(split) as WorkerThread[]) split[k] += part[k];
+    splitWorkerCpu(replica.pid!, before, after, threadRoles(log), split);
   }
-  const brokerPid = projectBrokerPid();
-  const brokerNow = brokerPid === undefined ? undefined : processCpuSeconds(brokerPid);
+  const brokerFrom = from.broker?.seconds;
+  const brokerNow = from.broker === undefined ? undefined : processCpuSeconds(from.broker.pid);
   const bench = process.cpuUsage(from.bench);
   return {
     workers: split,
-    broker: from.broker === undefined || brokerNow === undefined ? null : brokerNow - from.broker,
+    broker: brokerFrom === undefined || brokerNow === undefined ? null : brokerNow - brokerFrom,
     bench: (bench.user + bench.system) / 1e6,
     wallS: (performance.now() - from.at) / 1000,
   };

@@ -14,6 +14,11 @@ import { readFileSync, readdirSync } from "node:fs";
 export const WORKER_THREADS = ["main", "inference", "learner", "other"] as const;
 export type WorkerThread = (typeof WORKER_THREADS)[number];
 
+/** No CPU time yet, per kind of worker thread. */
+export function noWorkerCpu(): Record<WorkerThread, number> {
+  return Object.fromEntries(WORKER_THREADS.map((t) => [t, 0])) as Record<WorkerThread, number>;
+}
+
 /** CPU seconds per thread id. */
 export type ThreadTimes = Map<number, number>;
 
@@ -101,17 +106,18 @@ export function threadRoles(log: string): Map<number, WorkerThread> {
 }
 
 /**
- * CPU seconds a worker process spent between two samples, by thread: threads
- * that started after `before` count from zero; threads that ended before
- * `after` are lost (a worker's threads live as long as it does).
+ * CPU seconds a worker process spent between two samples, by thread, added
+ * to `split` (several replicas sum into one): threads that started after
+ * `before` count from zero; threads that ended before `after` are lost (a
+ * worker's threads live as long as it does).
  */
 export function splitWorkerCpu(
   pid: number,
   before: ThreadTimes,
   after: ThreadTimes,
   roles: ReadonlyMap<number, WorkerThread>,
+  split: Record<WorkerThread, number> = noWorkerCpu(),
 ): Record<WorkerThread, number> {
-  const split: Record<WorkerThread, number> = { main: 0, inference: 0, learner: 0, other: 0 };
   for (const [tid, seconds] of after) {
     const role = tid === pid ? "main" : (roles.get(tid) ?? "other");
     split[role] += Math.max(0, seconds - (before.get(tid) ?? 0));

@@ -1,8 +1,9 @@
 /**
  * A `layercache worker` replica as a child process (`node
- * --single-threaded-gc bin/layercache.js worker`), for the demo: its logs go to a file, `ready` resolves once it
- * has loaded the model and joined its group, and `stop` sends SIGTERM and
- * waits for the ordered shutdown (SIGKILL after a grace period).
+ * --single-threaded-gc bin/layercache.js worker`), for the demo: its logs go
+ * to a file, `ready` resolves once it has loaded the model and joined its
+ * group, and `stop` sends SIGTERM and waits for the ordered shutdown (SIGKILL
+ * after a grace period).
  */
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
@@ -21,6 +22,9 @@ import { ROOT } from "./local-services.ts";
  * CPU than they saved it (docs/worker.md, "Garbage collection").
  */
 export const WORKER_NODE_FLAGS = ["--single-threaded-gc"] as const;
+
+/** `node`'s arguments for a worker process: its flags, the entry point, the command. */
+export const WORKER_ARGS: readonly string[] = [...WORKER_NODE_FLAGS, join(ROOT, "bin", "layercache.js"), "worker"];
 
 /** The worker's log message once it is consuming (src/pipeline/worker.ts). */
 const READY_MESSAGE = '"msg":"worker started"';
@@ -46,7 +50,7 @@ export class WorkerReplica {
     readonly logFile: string,
   ) {
     this.logStream = createWriteStream(logFile, { flags: "a" });
-    this.child = spawn(process.execPath, [...WORKER_NODE_FLAGS, join(ROOT, "bin", "layercache.js"), "worker"], {
+    this.child = spawn(process.execPath, WORKER_ARGS, {
       cwd: ROOT,
       env,
       stdio: ["ignore", "pipe", "pipe"],

@@ -7,8 +7,7 @@
  */
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
-import { join } from "node:path";
-import { WORKER_NODE_FLAGS } from "../../src/tools/worker-replica.ts";
+import { WORKER_ARGS } from "../../src/tools/worker-replica.ts";
 import { ROOT } from "../setup/discovery.ts";
 import type { TestTopics } from "./helpers.ts";
 import { workerEnv } from "./helpers.ts";
@@ -25,18 +24,14 @@ export function startChild(topics: TestTopics, workerId: string, extra: Record<s
   const inherited = Object.fromEntries(
     Object.entries(process.env).filter(([k]) => !k.startsWith("LAYERCACHE_")),
   );
-  const child = spawn(
-    process.execPath,
-    [...WORKER_NODE_FLAGS, join(ROOT, "bin", "layercache.js"), "worker"],
-    {
-      cwd: ROOT,
-      env: {
-        ...inherited,
-        ...workerEnv(topics, { LAYERCACHE_WORKER_ID: workerId, LOG_LEVEL: "info", ...extra }),
-      },
-      stdio: ["ignore", "pipe", "pipe"],
+  const child = spawn(process.execPath, WORKER_ARGS, {
+    cwd: ROOT,
+    env: {
+      ...inherited,
+      ...workerEnv(topics, { LAYERCACHE_WORKER_ID: workerId, LOG_LEVEL: "info", ...extra }),
     },
-  );
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let output = "";
   let exited = false;
   let waiters: (() => void)[] = [];
